@@ -1,0 +1,3 @@
+from leo_activation.cli import main
+
+raise SystemExit(main())

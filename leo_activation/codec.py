@@ -1,0 +1,225 @@
+"""Avro contracts and their framing on the wire.
+
+Every message type is one Avro record schema under ``schemas/<topic>/<Name>.v<N>.avsc``; a topic
+carries a fixed set of types. Two framings:
+
+* default — Avro single-object encoding: ``C3 01`` + the writer schema's 8-byte CRC-64-AVRO
+  fingerprint + the Avro body. The fingerprint names the exact schema version, so every version
+  ever shipped stays readable: the body is resolved from its writer version to the newest one.
+* Schema Registry (``LEO_SCHEMA_REGISTRY_URL``): the Confluent wire format (``00`` + 4-byte
+  schema id), schemas registered under the record name (RecordNameStrategy: many types a topic).
+
+Decoding failures raise :class:`PoisonMessage`: the engine dead-letters them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import fastavro
+import fastavro.schema
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from leo_activation.errors import PoisonMessage
+from leo_activation.resources import schemas_dir
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+REGISTRY_MAGIC = b"\x00"
+_FILE_NAME = re.compile(r"^(?P<name>[A-Za-z]\w*)\.v(?P<version>\d+)\.avsc$")
+
+
+def kind_of(record_name: str) -> str:
+    """``DeliveryReceipt`` -> ``delivery_receipt``: the ``type`` of a message in JSON Lines."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", record_name).lower()
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    topic: str  # logical topic (folder name)
+    name: str  # record name, e.g. DeliveryReceipt
+    kind: str  # snake_case name used in JSON Lines
+    version: int
+    schema: dict[str, Any]  # the .avsc as written (for registries)
+    parsed: Any  # fastavro-parsed
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the parsing canonical form
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every schema version shipped, indexed for encoding and decoding."""
+
+    versions: tuple[SchemaVersion, ...]
+
+    @property
+    def by_fingerprint(self) -> dict[bytes, SchemaVersion]:
+        return {v.fingerprint: v for v in self.versions}
+
+    def latest(self, kind: str) -> SchemaVersion:
+        matches = [v for v in self.versions if v.kind == kind]
+        if not matches:
+            raise KeyError(kind)
+        return max(matches, key=lambda v: v.version)
+
+    def kinds(self, topic: str) -> list[str]:
+        return sorted({v.kind for v in self.versions if v.topic == topic})
+
+
+def _load_version(path: Path) -> SchemaVersion:
+    match = _FILE_NAME.match(path.name)
+    if match is None:
+        raise ValueError(f"{path}: schema files are named <RecordName>.v<N>.avsc")
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    canonical = fastavro.schema.to_parsing_canonical_form(schema)
+    return SchemaVersion(
+        topic=path.parent.name,
+        name=match["name"],
+        kind=kind_of(match["name"]),
+        version=int(match["version"]),
+        schema=schema,
+        parsed=fastavro.parse_schema(schema, _write_hint=False),
+        fingerprint=bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")),
+    )
+
+
+@cache
+def catalog(root: Path | None = None) -> Catalog:
+    base = root or schemas_dir()
+    return Catalog(tuple(_load_version(p) for p in sorted(base.glob("*/*.avsc"))))
+
+
+class Codec(Protocol):
+    def encode(self, kind: str, record: Mapping[str, Any]) -> bytes: ...
+
+    def decode(self, topic: str, data: bytes | None) -> tuple[str, dict[str, Any]]: ...
+
+
+def _write_body(version: SchemaVersion, record: Mapping[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, version.parsed, dict(record))
+    return out.getvalue()
+
+
+def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str, Any]:
+    stream = io.BytesIO(body)
+    try:
+        record = fastavro.schemaless_reader(stream, writer.parsed, reader.parsed)
+    except UnicodeDecodeError as exc:
+        raise PoisonMessage(
+            "invalid_utf8", f"{writer.name}: a string is not UTF-8 ({exc})"
+        ) from exc
+    except (EOFError, StopIteration, struct.error) as exc:
+        raise PoisonMessage("truncated", f"{writer.name}: body ends early") from exc
+    except Exception as exc:  # fastavro raises plain ValueError/IndexError etc. on bad bodies
+        error_class = "bad_uuid" if "UUID" in str(exc) else "avro_decode"
+        raise PoisonMessage(error_class, f"{writer.name}: {type(exc).__name__}: {exc}") from exc
+    if stream.tell() != len(body):
+        raise PoisonMessage(
+            "trailing_bytes", f"{writer.name}: {len(body) - stream.tell()} bytes left"
+        )
+    if not isinstance(record, dict):
+        raise PoisonMessage("avro_decode", f"{writer.name}: not a record")
+    return record
+
+
+class SingleObjectCodec:
+    """Self-describing framing resolved against the schemas shipped in ``schemas/``."""
+
+    def __init__(self, cat: Catalog | None = None) -> None:
+        self.catalog = cat or catalog()
+        self._by_fp = self.catalog.by_fingerprint
+
+    def encode(self, kind: str, record: Mapping[str, Any]) -> bytes:
+        version = self.catalog.latest(kind)
+        return SINGLE_OBJECT_MAGIC + version.fingerprint + _write_body(version, record)
+
+    def decode(self, topic: str, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        if not data:
+            raise PoisonMessage("empty", "message has no value")
+        if len(data) < 10:
+            raise PoisonMessage(
+                "truncated", f"{len(data)} bytes is shorter than the 10-byte header"
+            )
+        if data[:2] != SINGLE_OBJECT_MAGIC:
+            raise PoisonMessage(
+                "bad_magic", f"header {data[:2].hex()} is not Avro single-object c301"
+            )
+        writer = self._by_fp.get(data[2:10])
+        if writer is None:
+            raise PoisonMessage(
+                "unknown_schema", f"no shipped schema has fingerprint {data[2:10].hex()}"
+            )
+        if writer.topic != topic:
+            raise PoisonMessage(
+                "wrong_topic", f"{writer.name} belongs on topic {writer.topic!r}, not {topic!r}"
+            )
+        reader = self.catalog.latest(writer.kind)
+        return writer.kind, _read_body(data[10:], writer, reader)
+
+
+class RegistryCodec:
+    """Confluent wire format through a Schema Registry (``mock://`` works for tests)."""
+
+    def __init__(self, url: str, cat: Catalog | None = None) -> None:
+        self.client = SchemaRegistryClient({"url": url})
+        self.catalog = cat or catalog()
+        self._ids: dict[str, int] = {}
+        self._writers: dict[int, SchemaVersion] = {}
+
+    def _register(self, version: SchemaVersion) -> int:
+        key = f"{version.name}.v{version.version}"
+        if key not in self._ids:
+            subject = f"{version.schema['namespace']}.{version.name}"
+            schema = Schema(json.dumps(version.schema), "AVRO")
+            self._ids[key] = int(self.client.register_schema(subject, schema))
+        return self._ids[key]
+
+    def encode(self, kind: str, record: Mapping[str, Any]) -> bytes:
+        version = self.catalog.latest(kind)
+        schema_id = self._register(version)
+        return REGISTRY_MAGIC + struct.pack(">I", schema_id) + _write_body(version, record)
+
+    def _writer(self, schema_id: int) -> SchemaVersion:
+        if schema_id not in self._writers:
+            try:
+                registered = self.client.get_schema(schema_id)
+            except Exception as exc:  # the client raises SchemaRegistryError for unknown ids
+                raise PoisonMessage(
+                    "unknown_schema", f"registry has no schema id {schema_id}"
+                ) from exc
+            canonical = fastavro.schema.to_parsing_canonical_form(
+                json.loads(registered.schema_str or "null")
+            )
+            fp = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+            shipped = self.catalog.by_fingerprint.get(fp)
+            if shipped is None:
+                raise PoisonMessage("unknown_schema", f"schema id {schema_id} is not one we ship")
+            self._writers[schema_id] = shipped
+        return self._writers[schema_id]
+
+    def decode(self, topic: str, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        if not data:
+            raise PoisonMessage("empty", "message has no value")
+        if len(data) < 5:
+            raise PoisonMessage("truncated", f"{len(data)} bytes is shorter than the 5-byte header")
+        if data[:1] != REGISTRY_MAGIC:
+            raise PoisonMessage(
+                "bad_magic", f"header {data[:1].hex()} is not Confluent wire format 00"
+            )
+        writer = self._writer(struct.unpack(">I", data[1:5])[0])
+        if writer.topic != topic:
+            raise PoisonMessage(
+                "wrong_topic", f"{writer.name} belongs on topic {writer.topic!r}, not {topic!r}"
+            )
+        return writer.kind, _read_body(data[5:], writer, self.catalog.latest(writer.kind))
+
+
+def make_codec(schema_registry_url: str | None) -> Codec:
+    return RegistryCodec(schema_registry_url) if schema_registry_url else SingleObjectCodec()

@@ -1,0 +1,79 @@
+"""CDP profile changes -> ``cdp_profiles`` and the segment membership history.
+
+Profile upserts are guarded by the CDP's version (an older change never overwrites a newer one, in
+any arrival order). Membership changes are kept as history keyed by their per-segment sequence;
+current segments are recomputed from it, and snapshot requests waiting for these sequences are
+sealed once complete (see :mod:`leo_activation.snapshots`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import psycopg
+
+from leo_activation import ids, snapshots
+from leo_activation.bulk import stage
+from leo_activation.handling import ApplyContext, ApplyResult, Envelope
+from leo_activation.resources import sql_text
+
+PROFILE_COLUMNS = (
+    "tenant_id", "profile_id", "ext_id", "email", "mobile_number", "push_token", "data_labels",
+    "raw_attributes", "cdp_version", "content_hash", "updated_at",
+)  # fmt: skip
+MEMBERSHIP_COLUMNS = ("tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at")
+
+
+def profile_row(e: Envelope) -> tuple[Any, ...]:
+    r = e.record
+    attributes = json.loads(r["raw_attributes"])
+    labels = sorted(set(r.get("data_labels") or []))
+    content = [r["ext_id"], r["email"], r["mobile_number"], r.get("push_token"), labels, attributes,
+               r["occurred_at"]]  # fmt: skip
+    return (
+        e.tenant_id, uuid.UUID(str(r["profile_id"])), r["ext_id"], r["email"], r["mobile_number"],
+        r.get("push_token"), labels, ids.canonical_json(attributes), r["version"],
+        hashlib.sha256(ids.canonical_json(content).encode()).digest(), r["occurred_at"],
+    )  # fmt: skip
+
+
+def membership_row(e: Envelope) -> tuple[Any, ...]:
+    r = e.record
+    return (e.tenant_id, r["segment_key"], r["sequence"], uuid.UUID(str(r["profile_id"])),
+            r["action"], r["occurred_at"])  # fmt: skip
+
+
+class ProfileChangesHandler:
+    topic = "profile-changes"
+    requires_active_tenant = True
+
+    def apply(
+        self,
+        conn: psycopg.Connection[Any],
+        tenant_id: uuid.UUID,
+        batch: list[Envelope],
+        ctx: ApplyContext,
+    ) -> ApplyResult:
+        result = ApplyResult()
+        upserts = [e for e in batch if e.kind == "profile_upsert"]
+        changes = [e for e in batch if e.kind == "segment_membership_change"]
+        if upserts:
+            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(profile_row, upserts))
+            changed = conn.execute(sql_text("queries/profiles_upsert.sql")).rowcount
+            result.applied += changed
+            result.duplicates += len(upserts) - changed
+        if changes:
+            stage(
+                conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(membership_row, changes)
+            )
+            inserted = conn.execute(sql_text("queries/membership_insert.sql")).rowcount
+            result.applied += inserted
+            result.duplicates += len(changes) - inserted
+            if inserted:
+                conn.execute(sql_text("queries/profiles_refresh_segments.sql"))
+                segments = sorted({e.record["segment_key"] for e in changes})
+                result.merge(snapshots.seal_ready(conn, tenant_id, segments, ctx))
+        return result

@@ -1,0 +1,168 @@
+"""What a valid message is, beyond its Avro type: the JSON Lines shape users publish, and the
+checks every consumer applies to a decoded record before touching the database.
+
+JSON shape of a message: the Avro record's fields as a JSON object, plus ``"type"`` naming the
+message type in snake_case (optional on topics that carry one type). Timestamps are ISO-8601 with
+a zone; uuids are canonical strings; JSON-valued fields (``raw_attributes``, ``reasoning_trace``,
+``provider_response``) may be given as JSON objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import fastavro.validation
+
+from leo_activation.codec import Catalog, SchemaVersion, catalog
+from leo_activation.errors import PoisonMessage
+
+EMBEDDING_DIM = 384  # must match marketing_event.embedding vector(384) in sql/
+JSON_TEXT_FIELDS = frozenset({"raw_attributes", "reasoning_trace", "provider_response"})
+MAX_JSON_TEXT = 64 * 1024
+MAX_TEXT = {
+    "reasoning_summary": 10_000,
+    "objective": 2_000,
+    "snapshot_reason": 2_000,
+    "reason": 2_000,
+    "campaign_name": 500,
+    "event_name": 500,
+    "email": 320,
+    "destination": 320,
+    "mobile_number": 32,
+    "push_token": 512,
+    "provider": 100,
+}
+DEFAULT_MAX_TEXT = 200  # keys, codes, names, ids
+
+
+def _field_types(version: SchemaVersion) -> dict[str, Any]:
+    return {f["name"]: f["type"] for f in version.schema["fields"]}
+
+
+def _logical(avro_type: Any) -> str | None:
+    """The logical type of a field, looking through ``["null", T]`` unions."""
+    if isinstance(avro_type, list):
+        for branch in avro_type:
+            if branch != "null":
+                return _logical(branch)
+    if isinstance(avro_type, dict):
+        logical = avro_type.get("logicalType")
+        return str(logical) if logical else None
+    return None
+
+
+def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -> None:
+    """Raise :class:`PoisonMessage` if a decoded record breaks a rule its Avro type cannot state."""
+    version = (cat or catalog()).latest(kind)
+    for name, avro_type in _field_types(version).items():
+        value = record.get(name)
+        if value is None:
+            continue
+        if _logical(avro_type) == "uuid" and not isinstance(value, uuid.UUID):
+            try:
+                uuid.UUID(str(value))
+            except ValueError:
+                raise PoisonMessage(
+                    "bad_uuid", f"{name}={str(value)[:60]!r} is not a uuid"
+                ) from None
+        if isinstance(value, str):
+            _check_text(name, value)
+        if name == "embedding":
+            _check_embedding(value)
+        if name == "data_labels" and any(len(label) > DEFAULT_MAX_TEXT for label in value):
+            raise PoisonMessage("oversize", f"a data label is longer than {DEFAULT_MAX_TEXT}")
+    if "tenant_id" in _field_types(version) and record.get("tenant_id") is None:
+        raise PoisonMessage("missing_tenant", "tenant_id is missing")
+
+
+def _check_text(name: str, value: str) -> None:
+    if "\x00" in value:
+        raise PoisonMessage("bad_text", f"{name} contains a NUL character")
+    if name in JSON_TEXT_FIELDS:
+        if len(value) > MAX_JSON_TEXT:
+            raise PoisonMessage("oversize", f"{name} is {len(value)} chars (max {MAX_JSON_TEXT})")
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise PoisonMessage("bad_json", f"{name} is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise PoisonMessage("bad_json", f"{name} must be a JSON object")
+        return
+    limit = MAX_TEXT.get(name, DEFAULT_MAX_TEXT)
+    if len(value) > limit:
+        raise PoisonMessage("oversize", f"{name} is {len(value)} chars (max {limit})")
+
+
+def _check_embedding(value: Any) -> None:
+    if len(value) != EMBEDDING_DIM:
+        raise PoisonMessage(
+            "bad_embedding", f"embedding has {len(value)} dimensions, expected {EMBEDDING_DIM}"
+        )
+    if not all(math.isfinite(x) for x in value):
+        raise PoisonMessage("bad_embedding", "embedding has a NaN or infinite value")
+
+
+def _from_json_value(name: str, avro_type: Any, value: Any) -> Any:
+    """Convert one JSON value to what the Avro writer takes for that field."""
+    if value is None:
+        return None
+    logical = _logical(avro_type)
+    if logical in ("timestamp-micros", "timestamp-millis"):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be an ISO-8601 string")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not an ISO-8601 timestamp") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"{name}={value!r} has no time zone (add Z or +00:00)")
+        return parsed
+    if logical == "uuid":
+        try:
+            return uuid.UUID(str(value))
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a uuid") from None
+    if name in JSON_TEXT_FIELDS and isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return value
+
+
+def from_json(topic: str, obj: Any, cat: Catalog | None = None) -> tuple[str, dict[str, Any]]:
+    """A JSON Lines object -> (kind, Avro record), or ValueError saying what is wrong."""
+    cat = cat or catalog()
+    if not isinstance(obj, dict):
+        raise ValueError("a message must be a JSON object")
+    kinds = cat.kinds(topic)
+    kind = obj.get("type")
+    if kind is None:
+        if len(kinds) != 1:
+            raise ValueError(f"'type' is required on this topic: one of {', '.join(kinds)}")
+        kind = kinds[0]
+    if kind not in kinds:
+        raise ValueError(f"type {kind!r} does not belong on this topic: one of {', '.join(kinds)}")
+    fields = _field_types(cat.latest(kind))
+    unknown = sorted(set(obj) - set(fields) - {"type"})
+    if unknown:
+        raise ValueError(f"unknown field(s) for {kind}: {', '.join(unknown)}")
+    record = {name: _from_json_value(name, t, obj.get(name)) for name, t in fields.items()}
+    for name, t in fields.items():
+        if name not in obj:
+            default = next(f for f in cat.latest(kind).schema["fields"] if f["name"] == name)
+            if "default" in default:
+                record[name] = default["default"]
+            elif t != "null" and not (isinstance(t, list) and "null" in t):
+                raise ValueError(f"{kind}: required field {name!r} is missing")
+    try:
+        validate(kind, record, cat)
+    except PoisonMessage as exc:
+        raise ValueError(exc.reason) from None
+    try:
+        fastavro.validation.validate(record, cat.latest(kind).parsed, raise_errors=True)
+    except fastavro.validation.ValidationError as exc:
+        raise ValueError(f"{kind}: does not match its Avro schema: {exc}") from None
+    return kind, record

@@ -1,0 +1,395 @@
+"""The consumer engine every input topic shares.
+
+One batch, in order:
+
+1. poll a batch (auto-commit and auto offset store are off);
+2. decode and validate each message; a bad one becomes a dead letter, the rest go on;
+3. group by tenant; per tenant, one database transaction as the application role with the tenant
+   set by ``SET LOCAL`` semantics, in which each topic's handler applies its messages set-based;
+   a transient database fault is retried with backoff (never dead-lettered), a data error is
+   narrowed down to the message that caused it, which is dead-lettered;
+4. in one Kafka transaction: the dead letters, the messages handlers emitted (delivery requests)
+   and the batch's offsets — so offsets are committed only after the database committed, and
+   outputs are produced exactly when offsets are.
+
+A crash anywhere replays the batch from the last committed offsets; the handlers are idempotent
+(deterministic keys, ``ON CONFLICT``), so a replayed message counts as a duplicate, never twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, TypeVar
+
+import psycopg
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from leo_activation import contracts, db
+from leo_activation.codec import make_codec
+from leo_activation.consumers.commands import CommandsHandler
+from leo_activation.consumers.profile_changes import ProfileChangesHandler
+from leo_activation.consumers.receipts import ReceiptsHandler
+from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.handling import (
+    ApplyContext,
+    ApplyResult,
+    Envelope,
+    Handler,
+    Outgoing,
+    tenant_status,
+)
+from leo_activation.producers import TopicProducer
+from leo_activation.producers.dead_letters import dead_letter
+from leo_activation.settings import Settings
+from leo_activation.topics import INPUT_TOPICS, ensure_topics
+
+log = logging.getLogger("leo_activation.engine")
+T = TypeVar("T")
+
+CORRELATION_HEADER = "leo.correlation_id"
+
+
+def default_handlers() -> list[Handler]:
+    """Handlers in the order a tenant's transaction applies them: commands first, so a tenant
+    registered in the batch exists for its other messages."""
+    return [CommandsHandler(), ProfileChangesHandler(), ReceiptsHandler()]
+
+
+@dataclass
+class BatchStats:
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    tenants: int = 0
+    db_seconds: float = 0.0
+
+    def balanced(self) -> bool:
+        """The accounting invariant: every consumed message is accounted for exactly once."""
+        return self.consumed == self.applied + self.duplicates + self.dead_lettered
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topics: Sequence[str] = INPUT_TOPICS,
+        group: str | None = None,
+        handlers: Sequence[Handler] | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.logical_topics = list(topics)
+        self.group = group or settings.group_id
+        self.handlers = list(handlers or default_handlers())
+        self.handler_by_topic = {h.topic: h for h in self.handlers}
+        self.codec = make_codec(settings.schema_registry_url)
+        self.ctx = ApplyContext(settings, self.codec)
+        self.on_batch = on_batch
+        self.stopping = False
+        self._conn: psycopg.Connection[Any] | None = None
+        self._physical_to_logical = {settings.topic(t): t for t in self.logical_topics}
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self, until_idle: float | None = None) -> None:
+        ensure_topics(self.settings)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.require_kafka(),
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "max.poll.interval.ms": 600_000,
+                **self.settings.extra_kafka,
+            }
+        )
+        out = TopicProducer(self.settings, codec=self.codec, transactional=True)
+        assigned = False
+
+        def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+            nonlocal assigned, last_message
+            if not assigned:  # idle time counts from the first assignment, not from start-up
+                assigned, last_message = True, time.monotonic()
+
+        consumer.subscribe(list(self._physical_to_logical), on_assign=on_assign)
+        last_message = time.monotonic()
+        try:
+            while not self.stopping:
+                # 1. poll
+                messages = consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
+                messages = [m for m in messages if not _is_partition_eof(m)]
+                if not messages:
+                    idle = time.monotonic() - last_message
+                    if until_idle is not None and assigned and idle >= until_idle:
+                        return
+                    continue
+                last_message = time.monotonic()
+                self._process(consumer, out, messages)
+        finally:
+            consumer.close()
+            if self._conn is not None:
+                self._conn.close()
+
+    # ------------------------------------------------------------------ one batch
+    def _process(self, consumer: Consumer, out: TopicProducer, messages: list[Message]) -> None:
+        stats = BatchStats(consumed=len(messages))
+        dead: list[tuple[Message, str, PoisonMessage, str | None]] = []
+        by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
+        raw_by_coords: dict[tuple[str, int, int], Message] = {}
+        for msg in messages:
+            # 2. decode and validate
+            if msg.error() is not None:
+                raise LeoError(f"Kafka consumer error: {msg.error()}")
+            logical = self._physical_to_logical[str(msg.topic())]
+            try:
+                envelope = self._decode(logical, msg)
+            except PoisonMessage as poison:
+                dead.append((msg, logical, poison, None))
+                continue
+            raw_by_coords[(logical, envelope.partition, envelope.offset)] = msg
+            by_tenant[envelope.tenant_id].append(envelope)
+
+        # 3. apply, one transaction per tenant
+        result = ApplyResult()
+        started = time.monotonic()
+        for tenant_id in sorted(by_tenant):
+            result.merge(self._apply_tenant_with_retry(tenant_id, by_tenant[tenant_id]))
+        stats.db_seconds = time.monotonic() - started
+        for envelope, rejection in result.rejected:
+            msg = raw_by_coords[(envelope.topic, envelope.partition, envelope.offset)]
+            dead.append((msg, envelope.topic, rejection, str(envelope.tenant_id)))
+        stats.applied, stats.duplicates, stats.dead_lettered = (
+            result.applied,
+            result.duplicates,
+            len(dead),
+        )
+        stats.tenants = len(by_tenant)
+
+        # 4. outputs and offsets in one Kafka transaction
+        if not self._commit(consumer, out, messages, dead, result.outgoing):
+            return
+        for action in result.after_commit:
+            self._with_db_retry(functools.partial(_in_transaction, action=action))
+        if not stats.balanced():
+            log.error("accounting mismatch: %s", stats)
+        log.info(json.dumps({"event": "batch", **stats.__dict__, "group": self.group}))
+        if self.on_batch is not None:
+            self.on_batch(stats)
+
+    def _decode(self, logical: str, msg: Message) -> Envelope:
+        kind, record = self.codec.decode(logical, msg.value())
+        contracts.validate(kind, record)
+        tenant = record.get("tenant_id")
+        if tenant is None:
+            raise PoisonMessage("missing_tenant", "tenant_id is missing")
+        headers = dict(msg.headers() or [])
+        header_corr = headers.get(CORRELATION_HEADER)
+        if isinstance(header_corr, bytes):
+            header_corr = header_corr.decode("utf-8", "replace")
+        correlation = record.get("correlation_id") or header_corr or None
+        return Envelope(
+            topic=logical,
+            partition=int(msg.partition() or 0),
+            offset=int(msg.offset() or 0),
+            key=msg.key(),
+            kind=kind,
+            record=record,
+            tenant_id=uuid.UUID(str(tenant)),
+            correlation_id=correlation,
+        )
+
+    def _apply_tenant_with_retry(self, tenant_id: uuid.UUID, batch: list[Envelope]) -> ApplyResult:
+        try:
+            return self._with_db_retry(lambda conn: self._apply_tenant(conn, tenant_id, batch))
+        except psycopg.Error as exc:
+            if len(batch) == 1:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                return ApplyResult(rejected=[(batch[0], PoisonMessage("db_rejected", first_line))])
+            # a data error poisons only its own message: split until it is isolated
+            half = len(batch) // 2
+            left = self._apply_tenant_with_retry(tenant_id, batch[:half])
+            left.merge(self._apply_tenant_with_retry(tenant_id, batch[half:]))
+            return left
+
+    def _apply_tenant(
+        self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
+    ) -> ApplyResult:
+        result = ApplyResult()
+        by_topic: dict[str, list[Envelope]] = defaultdict(list)
+        for envelope in batch:
+            by_topic[envelope.topic].append(envelope)
+        with db.tenant_transaction(conn, tenant_id):
+            for handler in self.handlers:
+                envelopes = by_topic.get(handler.topic)
+                if not envelopes:
+                    continue
+                if handler.requires_active_tenant:
+                    status = tenant_status(conn)
+                    if status != "active":
+                        error = PoisonMessage(
+                            "unknown_tenant" if status is None else "disabled_tenant",
+                            f"tenant {tenant_id} is {status or 'not registered'}",
+                        )
+                        result.rejected += [(e, error) for e in envelopes]
+                        continue
+                result.merge(handler.apply(conn, tenant_id, envelopes, self.ctx))
+        return result
+
+    # ------------------------------------------------------------------ database, with retries
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.settings.require_database())
+        return self._conn
+
+    def _with_db_retry(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("database unavailable (%s); retry %d", exc, state.attempt_number)
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
+                self._conn = None
+
+        for attempt in Retrying(
+            retry=retry_if_exception(db.is_transient),
+            wait=wait_exponential_jitter(initial=0.2, max=10),
+            stop=stop_never,
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                if self.stopping and attempt.retry_state.attempt_number > 1:
+                    raise LeoError("stopping while the database is unavailable; nothing committed")
+                return work(self._connection())
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ Kafka transaction
+    def _commit(
+        self,
+        consumer: Consumer,
+        out: TopicProducer,
+        messages: list[Message],
+        dead: list[tuple[Message, str, PoisonMessage, str | None]],
+        outgoing: list[Outgoing],
+    ) -> bool:
+        """Produce outputs and commit offsets atomically; False if aborted (batch rewound)."""
+        producer = out.producer
+        try:
+            producer.begin_transaction()
+            for msg, logical, poison, tenant in dead:
+                key, value, headers = dead_letter(
+                    self.codec,
+                    msg,
+                    logical_topic=logical,
+                    group=self.group,
+                    error=poison,
+                    tenant_id=tenant,
+                )
+                out.produce_raw(self.settings.topic("dead-letters"), key, value, headers)
+            for o in outgoing:
+                out.produce_raw(o.topic, o.key, o.value, o.headers)
+            producer.send_offsets_to_transaction(
+                _next_offsets(messages), consumer.consumer_group_metadata(), 60
+            )
+            _commit_transaction(producer)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.txn_requires_abort():
+                producer.abort_transaction(60)
+                _rewind(consumer, messages)
+                log.warning("Kafka transaction aborted (%s); batch will be re-applied", error)
+                return False
+            raise LeoError(f"Kafka transaction failed: {exc}") from exc
+        return True
+
+
+def _commit_transaction(producer: Producer) -> None:
+    """Commit, retrying while the broker says the error is retriable (e.g. it is restarting)."""
+    delay = 0.5
+    while True:
+        try:
+            producer.commit_transaction(60)
+            return
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (isinstance(error, KafkaError) and error.retriable()):
+                raise
+            log.warning("Kafka commit not yet possible (%s); retrying", error)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+def _in_transaction(
+    conn: psycopg.Connection[Any], action: Callable[[psycopg.Connection[Any]], None]
+) -> None:
+    with conn.transaction():
+        action(conn)
+
+
+def _is_partition_eof(msg: Message) -> bool:
+    err = msg.error()
+    return err is not None and err.code() == KafkaError._PARTITION_EOF
+
+
+def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
+    highest: dict[tuple[str, int], int] = {}
+    for m in messages:
+        key = (str(m.topic()), int(m.partition() or 0))
+        highest[key] = max(highest.get(key, -1), int(m.offset() or 0))
+    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(highest.items())]
+
+
+def _rewind(consumer: Consumer, messages: list[Message]) -> None:
+    lowest: dict[tuple[str, int], int] = {}
+    for m in messages:
+        key = (str(m.topic()), int(m.partition() or 0))
+        lowest[key] = min(lowest.get(key, 1 << 62), int(m.offset() or 0))
+    for (topic, partition), offset in lowest.items():
+        consumer.seek(TopicPartition(topic, partition, offset))
+
+
+def cli_consume(settings: Settings, args: Any) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = settings.with_overrides(batch_size=args.batch_size, metrics_port=args.metrics_port)
+    topics = [
+        settings.logical_topic(settings.resolve_topic(t)) for t in (args.topics or INPUT_TOPICS)
+    ]
+    engine = Engine(settings, topics=topics, group=args.group)
+    signal.signal(signal.SIGTERM, _stop_handler(engine))
+    signal.signal(signal.SIGINT, _stop_handler(engine))
+    engine.run(until_idle=args.until_idle)
+    return 0
+
+
+def _stop_handler(engine: Engine) -> Callable[[int, FrameType | None], None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        engine.request_stop()
+
+    return handle

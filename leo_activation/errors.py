@@ -1,0 +1,20 @@
+"""The project's own exceptions; driver errors are mapped to these at one boundary each."""
+
+from __future__ import annotations
+
+
+class LeoError(Exception):
+    """A failure the user can act on; the CLI prints it in one line and exits 1."""
+
+
+class UsageError(LeoError):
+    """Bad invocation or bad input file; the CLI exits 2."""
+
+
+class PoisonMessage(LeoError):
+    """A message that can never be applied: it goes to the dead-letter topic with this reason."""
+
+    def __init__(self, error_class: str, reason: str) -> None:
+        super().__init__(f"{error_class}: {reason}")
+        self.error_class = error_class
+        self.reason = reason

@@ -1,0 +1,85 @@
+"""The contract between the engine and the per-topic handlers: what a handler is given (decoded
+envelopes of one tenant, inside that tenant's transaction) and what it returns."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from leo_activation.codec import Codec
+from leo_activation.errors import PoisonMessage
+from leo_activation.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded, validated message and where it came from."""
+
+    topic: str  # logical topic
+    partition: int
+    offset: int
+    key: bytes | None
+    kind: str
+    record: dict[str, Any]
+    tenant_id: uuid.UUID
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message a handler emits, produced in the same Kafka transaction as the batch offsets."""
+
+    topic: str  # physical
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[Envelope, PoisonMessage]] = field(default_factory=list)
+    outgoing: list[Outgoing] = field(default_factory=list)
+    # run against the database after the Kafka transaction committed (e.g. mark a fan-out done)
+    after_commit: list[Callable[[psycopg.Connection[Any]], None]] = field(default_factory=list)
+
+    def merge(self, other: ApplyResult) -> None:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.outgoing += other.outgoing
+        self.after_commit += other.after_commit
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    settings: Settings
+    codec: Codec
+
+
+class Handler(Protocol):
+    """Applies one topic's messages for one tenant inside that tenant's transaction."""
+
+    topic: str
+    #: the engine refuses messages of unknown or disabled tenants before calling apply
+    requires_active_tenant: bool
+
+    def apply(
+        self,
+        conn: psycopg.Connection[Any],
+        tenant_id: uuid.UUID,
+        batch: list[Envelope],
+        ctx: ApplyContext,
+    ) -> ApplyResult: ...
+
+
+def tenant_status(conn: psycopg.Connection[Any]) -> str | None:
+    row = conn.execute(
+        "SELECT status FROM tenant WHERE tenant_id = leo_current_tenant()"
+    ).fetchone()
+    return None if row is None else str(row[0])

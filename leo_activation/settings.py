@@ -1,0 +1,114 @@
+"""One frozen settings object, read once at start from LEO_* environment variables.
+
+Every CLI flag that overrides a setting names its variable in ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+TOPIC_SUFFIXES = {
+    "profile-changes": "cdp.profile-changes",
+    "commands": "activation.commands",
+    "delivery-requests": "delivery.requests",
+    "receipts": "delivery.receipts",
+    "dead-letters": "dead-letters",
+}
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed (a usage error: exit 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    admin_database_url: str | None = None
+    schema_registry_url: str | None = None
+    topic_prefix: str = "leo."
+    group_id: str = "leo-activation"
+    batch_size: int = 2000
+    batch_timeout_s: float = 0.5
+    metrics_port: int | None = None
+    extra_kafka: Mapping[str, Any] = field(default_factory=dict)
+
+    def topic(self, logical: str) -> str:
+        """Physical topic name for a logical one (``receipts`` -> ``leo.delivery.receipts``)."""
+        try:
+            return self.topic_prefix + TOPIC_SUFFIXES[logical]
+        except KeyError:
+            names = ", ".join(TOPIC_SUFFIXES)
+            raise SettingsError(f"unknown topic {logical!r}; expected one of: {names}") from None
+
+    def logical_topic(self, physical: str) -> str:
+        for logical, suffix in TOPIC_SUFFIXES.items():
+            if physical == self.topic_prefix + suffix:
+                return logical
+        raise SettingsError(f"topic {physical!r} is not one of this deployment's topics")
+
+    def resolve_topic(self, name: str) -> str:
+        """Accept a logical name, a suffix (``delivery.receipts``) or a full physical name."""
+        if name in TOPIC_SUFFIXES:
+            return self.topic(name)
+        for suffix in TOPIC_SUFFIXES.values():
+            if name in (suffix, self.topic_prefix + suffix):
+                return self.topic_prefix + suffix
+        names = ", ".join(TOPIC_SUFFIXES)
+        raise SettingsError(f"unknown topic {name!r}; expected one of: {names}")
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap:
+            raise SettingsError(
+                "no Kafka bootstrap: set LEO_KAFKA_BOOTSTRAP or pass --bootstrap "
+                '(eval "$(leo-activation dev status --env)" for the local stack)'
+            )
+        return self.kafka_bootstrap
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise SettingsError(
+                "no database: set LEO_DATABASE_URL or pass --database-url "
+                '(eval "$(leo-activation dev status --env)" for the local stack)'
+            )
+        return self.database_url
+
+    def require_admin_database(self) -> str:
+        if not self.admin_database_url:
+            raise SettingsError(
+                "no admin database: set LEO_ADMIN_DATABASE_URL or pass --admin-database-url"
+            )
+        return self.admin_database_url
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    batch_size = _int(env, "LEO_BATCH_SIZE", 2000)
+    assert batch_size is not None
+    return Settings(
+        kafka_bootstrap=env.get("LEO_KAFKA_BOOTSTRAP") or None,
+        database_url=env.get("LEO_DATABASE_URL") or None,
+        admin_database_url=env.get("LEO_ADMIN_DATABASE_URL") or None,
+        schema_registry_url=env.get("LEO_SCHEMA_REGISTRY_URL") or None,
+        topic_prefix=env.get("LEO_TOPIC_PREFIX", "leo."),
+        group_id=env.get("LEO_GROUP_ID", "leo-activation"),
+        batch_size=batch_size,
+        batch_timeout_s=float(env.get("LEO_BATCH_TIMEOUT_S", "0.5")),
+        metrics_port=_int(env, "LEO_METRICS_PORT", None),
+    )

@@ -1,0 +1,88 @@
+"""Deterministic segment snapshots (SPEC §4.3).
+
+A snapshot request names the CDP's per-segment sequence watermark. It is sealed only when every
+membership change 1..watermark has arrived — whichever topic the last piece came on — and its
+members are then a pure function of those changes: the profiles whose latest change up to the
+watermark is a join. If the request carries an expected count or digest, a mismatch rejects it
+instead of sealing. Sealing writes the immutable snapshot, its members (set-based, one statement)
+and tags each member's ``cdp_profiles.segment_snapshots``; dispatches waiting on it then fan out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from leo_activation import dispatch
+from leo_activation.handling import ApplyContext, ApplyResult
+from leo_activation.resources import sql_text
+
+_MEMBERS_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS snapshot_members (profile_id uuid PRIMARY KEY) "
+    "ON COMMIT DELETE ROWS"
+)
+
+
+def seal_ready(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, segments: Sequence[str], ctx: ApplyContext
+) -> ApplyResult:
+    """Seal every pending request on ``segments`` whose changes have all arrived."""
+    result = ApplyResult()
+    pending = conn.execute(sql_text("queries/snapshot_pending.sql"), {"segments": list(segments)})
+    for (
+        snapshot_id,
+        segment_key,
+        as_of,
+        reason,
+        expected_count,
+        expected_digest,
+        requested_at,
+    ) in pending.fetchall():
+        arrived = conn.execute(
+            sql_text("queries/snapshot_arrived.sql"), {"segment_key": segment_key, "as_of": as_of}
+        ).fetchone()
+        if arrived is None or arrived[0] != as_of:
+            continue
+        conn.execute(_MEMBERS_TABLE)
+        conn.execute("TRUNCATE snapshot_members")
+        conn.execute(
+            sql_text("queries/snapshot_compute_members.sql"),
+            {"segment_key": segment_key, "as_of": as_of},
+        )
+        row = conn.execute(sql_text("queries/snapshot_member_digest.sql")).fetchone()
+        assert row is not None
+        count, digest = int(row[0]), str(row[1])
+        mismatch = _verify(count, digest, expected_count, expected_digest)
+        if mismatch:
+            conn.execute(
+                sql_text("queries/snapshot_reject.sql"),
+                {"snapshot_id": snapshot_id, "detail": mismatch},
+            )
+            continue
+        params = {
+            "snapshot_id": snapshot_id,
+            "segment_key": segment_key,
+            "segment_version": f"seq:{as_of}",
+            "as_of": as_of,
+            "reason": reason,
+            "member_count": count,
+            "member_digest": digest,
+            "created_at": requested_at,
+        }
+        conn.execute(sql_text("queries/snapshot_seal.sql"), params)
+        conn.execute(sql_text("queries/snapshot_tag_profiles.sql"), {"snapshot_id": snapshot_id})
+        result.merge(dispatch.fan_out_waiting(conn, tenant_id, snapshot_id, ctx))
+    return result
+
+
+def _verify(
+    count: int, digest: str, expected_count: int | None, expected_digest: str | None
+) -> str | None:
+    if expected_count is not None and expected_count != count:
+        return f"member count {count} differs from the expected {expected_count}"
+    if expected_digest is not None and expected_digest.lower() != digest:
+        return f"member digest {digest} differs from the expected {expected_digest}"
+    return None

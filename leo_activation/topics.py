@@ -1,0 +1,60 @@
+"""Topic names, message keys and topic creation.
+
+Keys keep per-key order (SPEC §3): commands by tenant, CDP changes by tenant + profile, requests
+and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
+the database is a projection of them, and rebuilding it needs every message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from leo_activation.errors import LeoError
+from leo_activation.settings import TOPIC_SUFFIXES, Settings
+
+INPUT_TOPICS = ("commands", "profile-changes", "receipts")
+KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "commands": ("tenant_id",),
+    "profile-changes": ("tenant_id", "profile_id"),
+    "receipts": ("tenant_id", "delivery_id"),
+    "delivery-requests": ("tenant_id", "delivery_id"),
+}
+
+
+def message_key(logical_topic: str, record: Mapping[str, Any]) -> bytes:
+    return ":".join(str(record[name]) for name in KEY_FIELDS[logical_topic]).encode()
+
+
+def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -> None:
+    """Create any missing topic of this deployment (idempotent)."""
+    admin = AdminClient({"bootstrap.servers": settings.require_kafka()})
+    partitions = int(os.environ.get("LEO_TOPIC_PARTITIONS", "6"))
+    try:
+        brokers = len(admin.list_topics(timeout=15).brokers)
+    except KafkaException as exc:
+        raise LeoError(f"Kafka at {settings.kafka_bootstrap} does not answer: {exc}") from exc
+    existing = set(admin.list_topics(timeout=15).topics)
+    wanted = [
+        NewTopic(
+            settings.topic(name),
+            num_partitions=partitions,
+            replication_factor=min(3, brokers),
+            config={"retention.ms": "-1"} if name != "delivery-requests" else {},
+        )
+        for name in logical
+        if settings.topic(name) not in existing
+    ]
+    if not wanted:
+        return
+    for topic, future in admin.create_topics(wanted, operation_timeout=30).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise LeoError(f"cannot create topic {topic}: {exc}") from exc

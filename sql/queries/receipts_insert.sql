@@ -1,0 +1,11 @@
+-- Provider receipts from the staging table into the append-only delivery_log.
+-- log_id hashes the receipt's whole content: an identical duplicate hits the key and is skipped.
+INSERT INTO delivery_log (
+    tenant_id, log_id, delivery_id, channel, destination, delivery_status, provider,
+    provider_message_id, provider_response, sent_at, correlation_id,
+    source_topic, source_partition, source_offset)
+SELECT tenant_id, log_id, delivery_id, channel, destination, delivery_status, provider,
+    provider_message_id, provider_response, sent_at, correlation_id,
+    source_topic, source_partition, source_offset
+FROM stage_delivery_log
+ON CONFLICT (tenant_id, log_id) DO NOTHING

@@ -1,0 +1,9 @@
+-- Rename / disable / enable. A change older than the row's last one is a replay: skipped.
+UPDATE tenant
+SET tenant_name = coalesce(%(tenant_name)s, tenant_name),
+    status = coalesce(%(status)s, status),
+    updated_at = %(occurred_at)s
+WHERE tenant_id = leo_current_tenant()
+  AND updated_at <= %(occurred_at)s
+  AND (tenant_name, status) IS DISTINCT FROM
+      (coalesce(%(tenant_name)s, tenant_name), coalesce(%(status)s, status))
