@@ -134,6 +134,7 @@ class Engine:
         )
         out = TopicProducer(self.settings, codec=self.codec, transactional=True)
         assigned = False
+        last_message = time.monotonic()
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
             nonlocal assigned, last_message
@@ -141,7 +142,6 @@ class Engine:
                 assigned, last_message = True, time.monotonic()
 
         consumer.subscribe(list(self._physical_to_logical), on_assign=on_assign)
-        last_message = time.monotonic()
         try:
             while not self.stopping:
                 # 1. poll
