@@ -279,7 +279,7 @@ class Engine:
 
         for attempt in Retrying(
             retry=retry_if_exception(db.is_transient),
-            wait=wait_exponential_jitter(initial=0.2, max=10),
+            wait=wait_exponential_jitter(multiplier=0.2, max=10),
             stop=stop_never,
             before_sleep=before_sleep,
             reraise=True,
