@@ -179,10 +179,8 @@ class Engine:
             by_tenant[envelope.tenant_id].append(envelope)
 
         # 3. apply, one transaction per tenant
-        result = ApplyResult()
         started = time.monotonic()
-        for tenant_id in sorted(by_tenant):
-            result.merge(self._apply_tenant_with_retry(tenant_id, by_tenant[tenant_id]))
+        result = self.apply(by_tenant)
         stats.db_seconds = time.monotonic() - started
         for envelope, rejection in result.rejected:
             msg = raw_by_coords[(envelope.topic, envelope.partition, envelope.offset)]
@@ -197,13 +195,24 @@ class Engine:
         # 4. outputs and offsets in one Kafka transaction
         if not self._commit(consumer, out, messages, dead, result.outgoing):
             return
-        for action in result.after_commit:
-            self._with_db_retry(functools.partial(_in_transaction, action=action))
+        self.run_after_commit(result)
         if not stats.balanced():
             log.error("accounting mismatch: %s", stats)
         log.info(json.dumps({"event": "batch", **stats.__dict__, "group": self.group}))
         if self.on_batch is not None:
             self.on_batch(stats)
+
+    def apply(self, by_tenant: dict[uuid.UUID, list[Envelope]]) -> ApplyResult:
+        """Apply decoded envelopes, one database transaction per tenant (in tenant-id order)."""
+        result = ApplyResult()
+        for tenant_id in sorted(by_tenant):
+            result.merge(self._apply_tenant_with_retry(tenant_id, by_tenant[tenant_id]))
+        return result
+
+    def run_after_commit(self, result: ApplyResult) -> None:
+        """The database follow-ups of a batch whose Kafka transaction committed."""
+        for action in result.after_commit:
+            self._with_db_retry(functools.partial(_in_transaction, action=action))
 
     def _decode(self, logical: str, msg: Message) -> Envelope:
         kind, record = self.codec.decode(logical, msg.value())
