@@ -171,7 +171,7 @@ class Engine:
                 raise LeoError(f"Kafka consumer error: {msg.error()}")
             logical = self._physical_to_logical[str(msg.topic())]
             try:
-                envelope = self._decode(logical, msg)
+                envelope = self.decode(logical, msg)
             except PoisonMessage as poison:
                 dead.append((msg, logical, poison, None))
                 continue
@@ -214,7 +214,8 @@ class Engine:
         for action in result.after_commit:
             self._with_db_retry(functools.partial(_in_transaction, action=action))
 
-    def _decode(self, logical: str, msg: Message) -> Envelope:
+    def decode(self, logical: str, msg: Message) -> Envelope:
+        """Decode and validate one message (raises PoisonMessage)."""
         kind, record = self.codec.decode(logical, msg.value())
         contracts.validate(kind, record)
         tenant = record.get("tenant_id")
