@@ -168,7 +168,7 @@ class RegistryCodec:
     """Confluent wire format through a Schema Registry (``mock://`` works for tests)."""
 
     def __init__(self, url: str, cat: Catalog | None = None) -> None:
-        self.client = SchemaRegistryClient({"url": url})
+        self.client = SchemaRegistryClient.new_client({"url": url})  # mock:// for tests
         self.catalog = cat or catalog()
         self._ids: dict[str, int] = {}
         self._writers: dict[int, SchemaVersion] = {}
