@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent developer bootstrap: a .venv with the package installed editable plus the dev extra.
+# Reinstalls only when pyproject.toml changed since the last successful install. pip keeps its
+# default per-user cache, so fresh clones (CI) install from it instead of the network.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+stamp="$venv/.leo-bootstrap-stamp"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+find_python() {
+  local candidate
+  for candidate in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
+    [[ -n "$candidate" ]] || continue
+    if command -v "$candidate" >/dev/null 2>&1 \
+      && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  echo "bootstrap: no python >= 3.11 found (set PYTHON=/path/to/python3.11)" >&2
+  return 1
+}
+
+if [[ ! -x "$venv/bin/python" ]]; then
+  python="$(find_python)"
+  "$python" -m venv "$venv"
+fi
+
+want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e "$repo[dev]"
+  # Written last so an interrupted install is retried on the next run.
+  echo "$want" >"$stamp"
+fi

@@ -1,0 +1,3 @@
+"""Shared pytest configuration; the fixtures live in topical plugins (``tests/fix_*.py``)."""
+
+pytest_plugins = ["tests.fix_stack", "tests.fix_db", "tests.fix_app"]
