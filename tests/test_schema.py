@@ -31,6 +31,7 @@ APPEND_ONLY = (
     "segment_snapshot_member",
     "agent_task",
     "agent_task_status",
+    "cdp_profile_version",
 )
 NS = uuid.UUID("5d1f0c1e-7a0b-4c4e-9a55-1e0a0f5e0000")
 Row = dict[str, Any]
@@ -89,6 +90,17 @@ def world(tenant: uuid.UUID, salt: str = "") -> list[tuple[str, Row]]:
                 "cdp_version": 1,
                 "content_hash": b"\x01\x02",
                 "updated_at": t0,
+            },
+        ),
+        (
+            "cdp_profile_version",
+            {
+                "tenant_id": tenant,
+                "profile_id": profile,
+                "version": 1,
+                "content_hash": bytes(32),
+                "email": f"Someone{salt}@Example.com",
+                "occurred_at": t0,
             },
         ),
         (
@@ -307,7 +319,8 @@ def row_for(table: str, parent: str | None, tenant: uuid.UUID, salt: str) -> Row
 
 
 # ------------------------------------------------------------------------------------ catalog
-TENANT_PREDICATE = "(tenant_id = leo_current_tenant())"
+# the sub-select keeps the tenant an InitPlan (evaluated once per statement, not once per row)
+TENANT_PREDICATE = "(tenant_id = ( SELECT leo_current_tenant() AS leo_current_tenant))"
 
 
 def test_every_public_table_is_tenant_isolated(db: DbUrls) -> None:

@@ -1,0 +1,10 @@
+-- trace profile: every activation that touched one profile (snapshots it was sealed into,
+-- deliveries addressed to it with their current status), oldest first.
+SELECT
+    a.activity, a.occurred_at, a.snapshot_id, a.segment_name, a.segment_version, a.profile_version,
+    a.delivery_id,
+    a.delivery_status, a.channel, a.destination, a.event_id, a.event_name, a.campaign_id,
+    a.campaign_code, a.task_id, a.agent_name, a.dispatch_id
+FROM profile_activity a
+WHERE a.profile_id = %(profile_id)s
+ORDER BY a.occurred_at, a.activity DESC, a.snapshot_id, a.delivery_id
