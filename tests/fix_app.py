@@ -58,7 +58,8 @@ def read_topic(settings: Settings, logical: str, timeout: float = 10.0) -> list[
         }
     )
     consumer.subscribe([settings.topic(logical)])
-    messages, eof = [], set()
+    messages: list[Any] = []
+    eof: set[int] = set()
     deadline = time.monotonic() + timeout
     partitions: int | None = None
     while time.monotonic() < deadline:

@@ -184,7 +184,12 @@ def topic_prefix(kafka_admin: AdminClient) -> Iterator[str]:
     """A prefix no other test uses, e.g. ``t1a2b3c4d.``; its topics are deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
     yield prefix
-    # Best effort: a test that stopped the broker must not also fail in teardown.
+    delete_prefixed_topics(kafka_admin, prefix)
+
+
+def delete_prefixed_topics(kafka_admin: AdminClient, prefix: str) -> None:
+    """Delete a test's topics; best effort: a test that stopped the broker must not also fail in
+    teardown."""
     with contextlib.suppress(KafkaException, TimeoutError):
         topics = [t for t in kafka_admin.list_topics(timeout=5).topics if t.startswith(prefix)]
         if topics:

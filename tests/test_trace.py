@@ -8,7 +8,6 @@ receipts in every status, a duplicate, a late receipt), and the tests only read 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
@@ -19,19 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from leo_activation import corpus, demo, ids
 from leo_activation.cli import main
 from leo_activation.codec import make_codec
-from leo_activation.db import connect, tenant_transaction, with_database
+from leo_activation.db import connect, tenant_transaction
 from leo_activation.devstack import Endpoints
-from leo_activation.migrate import ensure_app_role
 from leo_activation.resources import sql_dir
 from leo_activation.settings import Settings
 from tests.fix_app import drain, publish_corpus, totals
-from tests.fix_db import _create_database, drop_database, make_tenant
+from tests.fix_db import fresh_database, make_tenant
+from tests.fix_stack import delete_prefixed_topics
 
 SEED = 11
 FIVE = ("why", "what", "to_whom", "who_decided", "what_happened")
@@ -89,31 +87,21 @@ def populate(settings: Settings) -> Activated:
 
 @pytest.fixture(scope="module")
 def activated(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Iterator[Activated]:
-    name = f"leo_t_{uuid.uuid4().hex[:12]}"
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    _create_database(stack.admin_database_url, name, template=db_template)
-    admin_url = with_database(stack.admin_database_url, name)
-    app_url = with_database(stack.database_url, name)
-    try:
-        with connect(admin_url, autocommit=True) as conn:
-            ensure_app_role(conn, app_url)
+    with fresh_database(stack, db_template) as urls:
         settings = Settings(
             kafka_bootstrap=stack.kafka_bootstrap,
-            database_url=app_url,
-            admin_database_url=admin_url,
+            database_url=urls.app_url,
+            admin_database_url=urls.admin_url,
             topic_prefix=prefix,
             group_id=f"g-{uuid.uuid4().hex[:8]}",
             batch_size=500,
             batch_timeout_s=0.2,
         )
-        yield populate(settings)
-    finally:
-        drop_database(stack.admin_database_url, name)
-        with contextlib.suppress(KafkaException, TimeoutError):
-            topics = [t for t in kafka_admin.list_topics(timeout=5).topics if t.startswith(prefix)]
-            if topics:
-                for future in kafka_admin.delete_topics(topics, operation_timeout=10).values():
-                    future.result(timeout=15)
+        try:
+            yield populate(settings)
+        finally:
+            delete_prefixed_topics(kafka_admin, prefix)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
