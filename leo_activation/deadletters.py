@@ -1,0 +1,249 @@
+"""``leo-activation dead-letters list | redrive``: look at what could not be applied, and retry it.
+
+``list`` reads the dead-letter topic from the beginning (read_committed: only dead letters whose
+batch committed) and shows, newest last, each one's id, where the message came from, its error
+class, reason and tenant. ``redrive ID…`` produces the original key and value bytes back to the
+original topic, unchanged, with a header ``leo.redriven-from`` naming the dead letter; use it
+after fixing the cause (e.g. registering the tenant a receipt arrived early for). Re-driving is
+safe to repeat: every stored id is derived from the message's content, so a message applied
+twice is a duplicate, and one that fails again becomes a new dead letter.
+
+A dead letter's id is its offset: the dead-letter topic has a single partition
+(:func:`leo_activation.topics.ensure_topics`). A topic created with several partitions (an older
+deployment) names dead letters ``PARTITION:OFFSET`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from leo_activation.codec import REGISTRY_MAGIC, SingleObjectCodec, make_codec
+from leo_activation.errors import LeoError, PoisonMessage, UsageError
+from leo_activation.producers import TopicProducer
+from leo_activation.replay import admin_client, topic_partitions
+from leo_activation.settings import Settings, SettingsError
+from leo_activation.topics import INPUT_TOPICS
+
+REDRIVEN_FROM_HEADER = "leo.redriven-from"
+REDRIVEN_PARTITION_HEADER = "leo.redriven-from-partition"
+READ_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DeadLetterEntry:
+    id: str
+    partition: int
+    offset: int
+    original_topic: str | None
+    original_partition: int | None
+    original_offset: int | None
+    error_class: str
+    reason: str
+    tenant_id: str | None
+    consumer_group: str | None
+    original_key: str | None
+
+
+def _decode(settings: Settings, value: bytes | None) -> dict[str, Any]:
+    """The DeadLetter record, in whichever framing the engine wrote it."""
+    if value and value[:1] == REGISTRY_MAGIC:
+        if not settings.schema_registry_url:
+            raise PoisonMessage(
+                "needs_registry", "written in Schema Registry format; set LEO_SCHEMA_REGISTRY_URL"
+            )
+        codec = make_codec(settings.schema_registry_url)
+    else:
+        codec = SingleObjectCodec()
+    _kind, record = codec.decode("dead-letters", value)
+    return record
+
+
+def _entry(settings: Settings, msg: Message, single: bool) -> DeadLetterEntry:
+    partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+    ident = str(offset) if single else f"{partition}:{offset}"
+    try:
+        r = _decode(settings, msg.value())
+    except PoisonMessage as exc:
+        return DeadLetterEntry(
+            ident, partition, offset, None, None, None, f"unreadable:{exc.error_class}",
+            exc.reason, None, None, None,
+        )  # fmt: skip
+    key = r.get("original_key")
+    return DeadLetterEntry(
+        id=ident,
+        partition=partition,
+        offset=offset,
+        original_topic=r["original_topic"],
+        original_partition=r["original_partition"],
+        original_offset=r["original_offset"],
+        error_class=r["error_class"],
+        reason=r["reason"],
+        tenant_id=r.get("tenant_id"),
+        consumer_group=r.get("consumer_group"),
+        original_key=None if key is None else key.decode("utf-8", "replace"),
+    )
+
+
+def _reader(settings: Settings) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": settings.require_kafka(),
+            "group.id": f"leo-dead-letters-{uuid.uuid4().hex[:8]}",  # never joins nor commits
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            **settings.extra_kafka,
+        }
+    )
+
+
+def read_all(settings: Settings) -> tuple[list[Message], bool]:
+    """Every committed dead letter (partition order, then offset) and whether there is one
+    partition."""
+    topic = settings.topic("dead-letters")
+    partitions = topic_partitions(admin_client(settings), topic)
+    consumer = _reader(settings)
+    messages: list[Message] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while len(at_end) < len(partitions):
+            if time.monotonic() > deadline:
+                raise LeoError(f"reading {topic} took longer than {READ_TIMEOUT_S:.0f}s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(int(msg.partition() or 0))
+                    continue
+                raise LeoError(f"cannot read {topic}: {error}")
+            messages.append(msg)
+    finally:
+        consumer.close()
+    messages.sort(key=lambda m: (m.partition(), m.offset()))
+    return messages, len(partitions) == 1
+
+
+def list_dead_letters(settings: Settings, limit: int | None = None) -> list[DeadLetterEntry]:
+    messages, single = read_all(settings)
+    entries: deque[DeadLetterEntry] = deque(maxlen=limit)
+    for msg in messages:
+        entries.append(_entry(settings, msg, single))
+    return list(entries)
+
+
+def parse_id(text: str, partitions: int) -> tuple[int, int]:
+    """``OFFSET`` (single-partition topic) or ``PARTITION:OFFSET`` -> (partition, offset)."""
+    try:
+        if ":" in text:
+            partition, offset = (int(part) for part in text.split(":", 1))
+        else:
+            partition, offset = 0, int(text)
+    except ValueError:
+        raise UsageError(f"dead letter {text!r} is not OFFSET or PARTITION:OFFSET") from None
+    if ":" not in text and partitions > 1:
+        raise UsageError(
+            f"the dead-letter topic has {partitions} partitions: name dead letters "
+            "PARTITION:OFFSET, as `dead-letters list` shows them"
+        )
+    if not 0 <= partition < partitions or offset < 0:
+        raise UsageError(f"dead letter {text!r} is outside the dead-letter topic")
+    return partition, offset
+
+
+def fetch(settings: Settings, partition: int, offset: int) -> Message:
+    """The dead-letter message at exactly ``partition:offset`` (LeoError if there is none)."""
+    topic = settings.topic("dead-letters")
+    consumer = _reader(settings)
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    break
+                raise LeoError(f"cannot read {topic}: {error}")
+            if msg.offset() == offset:
+                return msg
+            break  # skipped: a commit marker or an aborted batch's dead letter
+    finally:
+        consumer.close()
+    raise LeoError(f"there is no dead letter at {partition}:{offset} on {topic}")
+
+
+def redrive(settings: Settings, ids: list[str]) -> list[tuple[str, str]]:
+    """Put the dead letters back on their source topics, all in one Kafka transaction;
+    returns (dead-letter id, source topic) for each."""
+    topic = settings.topic("dead-letters")
+    partitions = len(topic_partitions(admin_client(settings), topic))
+    wanted = [parse_id(text, partitions) for text in ids]
+    outgoing: list[tuple[str, str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+    for partition, offset in wanted:
+        ident = str(offset) if partitions == 1 else f"{partition}:{offset}"
+        try:
+            record = _decode(settings, fetch(settings, partition, offset).value())
+        except PoisonMessage as exc:
+            raise LeoError(f"dead letter {ident} cannot be read: {exc}") from exc
+        source = str(record["original_topic"])
+        try:
+            logical = settings.logical_topic(source)
+        except SettingsError:
+            logical = None
+        if logical not in INPUT_TOPICS:
+            raise LeoError(
+                f"dead letter {ident} came from {source}, not an input topic of this deployment "
+                f"(prefix {settings.topic_prefix!r})"
+            )
+        headers = [
+            (REDRIVEN_FROM_HEADER, str(offset).encode()),
+            (REDRIVEN_PARTITION_HEADER, str(partition).encode()),
+        ]
+        outgoing.append(
+            (ident, source, record.get("original_key"), record.get("original_value"), headers)
+        )
+    producer = TopicProducer(settings, transactional=True)
+    producer.producer.begin_transaction()
+    try:
+        for _ident, source, key, value, headers in outgoing:
+            producer.produce_raw(source, key, value, headers)
+        producer.flush()
+        producer.producer.commit_transaction(120)
+    except BaseException:
+        producer.producer.abort_transaction(60)
+        raise
+    return [(ident, source) for ident, source, *_ in outgoing]
+
+
+def cli_dead_letters(settings: Settings, args: Any) -> int:
+    if args.action == "list":
+        if args.limit is not None and args.limit < 1:
+            raise UsageError("--limit must be 1 or more")
+        entries = list_dead_letters(settings, args.limit)
+        if args.json:
+            print(json.dumps([asdict(e) for e in entries], indent=2))
+            return 0
+        if not entries:
+            print(f"no dead letters on {settings.topic('dead-letters')}")
+            return 0
+        for e in entries:
+            source = f"{e.original_topic}/{e.original_partition}@{e.original_offset}"
+            tenant = e.tenant_id or "-"
+            print(f"{e.id}\t{source}\t{e.error_class}\ttenant={tenant}\t{e.reason}")
+        return 0
+    for ident, source in redrive(settings, list(args.offsets)):
+        print(f"re-drove dead letter {ident} to {source}")
+    return 0
