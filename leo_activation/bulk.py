@@ -22,12 +22,14 @@ def stage(
 ) -> str:
     """COPY ``rows`` into ``stage_<like_table>`` (emptied at commit); returns the stage's name."""
     stage_name = f"stage_{like_table}"
+    # One round trip (no parameters: the simple query protocol takes both statements). The stage
+    # is emptied at every commit; the TRUNCATE covers a second stage() in the same transaction.
     conn.execute(
         sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS {0} (LIKE {1} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS; TRUNCATE {0}"
         ).format(sql.Identifier(stage_name), sql.Identifier(like_table))
     )
-    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(stage_name)))
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(stage_name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from leo_activation.errors import LeoError, UsageError
 from leo_activation.settings import Settings, SettingsError, from_env
@@ -74,25 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         tp.add_argument("--tenant", required=True, help="tenant id (uuid)")
         tp.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("replay", help="rewind a consumer group on a topic")
-    p.add_argument("--group", required=True)
-    p.add_argument("--topic", required=True)
-    start = p.add_mutually_exclusive_group(required=True)
-    start.add_argument("--from-offset", type=int)
-    start.add_argument("--from-time", help="ISO-8601 timestamp")
-    p.add_argument("--to-time", help="ISO-8601 timestamp (report only what lies before it)")
-    p.add_argument("--dry-run", action="store_true")
-
-    p = sub.add_parser("verify", help="rebuild from the topics into a scratch database, compare")
-    p.add_argument("--tenant", help="only this tenant")
-
-    p = sub.add_parser("dead-letters", help="list, inspect and re-drive dead letters")
-    dsub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    dl = dsub.add_parser("list", help="list dead letters with their reasons")
-    dl.add_argument("--limit", type=int, default=50)
-    dl.add_argument("--json", action="store_true")
-    dr = dsub.add_parser("redrive", help="send dead letters back to their source topic")
-    dr.add_argument("offsets", nargs="+", type=int, help="dead-letter topic offsets")
+    _add_operating_commands(sub)
 
     p = sub.add_parser("dev", help="the local stack (Kafka + PostgreSQL)")
     dsub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -101,8 +84,51 @@ def build_parser() -> argparse.ArgumentParser:
     ds = dsub.add_parser("status", help="report versions and addresses")
     ds.add_argument("--env", action="store_true", help="print export lines for LEO_* variables")
 
-    sub.add_parser("demo", help="the whole story end to end on the local stack")
+    p = sub.add_parser("demo", help="the whole story end to end on the local stack")
+    p.add_argument(
+        "--topic-prefix",
+        dest="demo_topic_prefix",
+        help="the demo's own topic prefix (default: the global --topic-prefix, else leo-demo.; "
+        "LEO_TOPIC_PREFIX is ignored so the demo never writes into a deployment's topics)",
+    )
+    p.add_argument(
+        "--idle",
+        type=float,
+        metavar="SECONDS",
+        help="consume each step until no message arrived for this long (default 2)",
+    )
     return parser
+
+
+def _add_operating_commands(sub: Any) -> None:
+    """replay, verify and dead-letters (SPEC §2: ops / SRE)."""
+    p = sub.add_parser("replay", help="rewind a consumer group on a topic")
+    p.add_argument("--group", required=True, help="consumer group (its consumers must be stopped)")
+    p.add_argument("--topic", required=True, help="logical or physical topic name")
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-offset", type=int, help="offset on every partition (clamped)")
+    start.add_argument("--from-time", help="ISO-8601 time; no zone means UTC")
+    p.add_argument("--to-time", help="ISO-8601 time (report only what lies before it)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+
+    p = sub.add_parser("verify", help="rebuild from the topics into a scratch database, compare")
+    p.add_argument("--tenant", help="only this tenant")
+    p.add_argument("--group", help="the live consumer group, to see it caught up [LEO_GROUP_ID]")
+    p.add_argument(
+        "--idle", type=float, default=5.0, metavar="SECONDS",
+        help="the rebuild ends after this long without a message (default 5)",
+    )  # fmt: skip
+
+    p = sub.add_parser("dead-letters", help="list, inspect and re-drive dead letters")
+    dsub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    dl = dsub.add_parser("list", help="list dead letters with their reasons")
+    dl.add_argument("--limit", type=int, default=50, help="show the newest N (default 50)")
+    dl.add_argument("--json", action="store_true", help="machine-readable output")
+    dr = dsub.add_parser("redrive", help="send dead letters back to their source topic")
+    dr.add_argument(
+        "offsets", nargs="+", metavar="OFFSET",
+        help="dead-letter ids as `dead-letters list` shows them (OFFSET or PARTITION:OFFSET)",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

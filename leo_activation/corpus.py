@@ -3,15 +3,23 @@
 One generator serves the demo, the benchmarks and the tests: the same seed gives the same
 messages, byte for byte. Messages are listed per topic in the order a producer would publish
 them (per-key order is what Kafka preserves; everything else may interleave).
+
+With ``with_activation`` each tenant also gets the activation story: a campaign, an event, a
+snapshot request at segment-0's final sequence (with the expected member count and digest), the
+planning agent's decision with its reasoning, a dispatch, and provider receipts for a few of the
+delivery ids that dispatch creates; its segment joins pin the profile version they saw.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from leo_activation import ids
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 RECEIPT_STATUSES = ("sent", "delivered", "opened", "clicked", "failed", "bounced")
@@ -50,8 +58,10 @@ def build(
     n_segments: int = 2,
     n_receipts: int = 60,
     duplicate_rate: float = 0.1,
+    with_activation: bool = False,
 ) -> Corpus:
-    """Tenants, CDP profiles with versions and segment memberships, and provider receipts."""
+    """Tenants, CDP profiles with versions and segment memberships, and provider receipts; with
+    ``with_activation``, each tenant's campaign, event, snapshot, agent decision and dispatch."""
     rng = random.Random(seed)
     corpus = Corpus()
     for t, tenant in enumerate(tenants(seed, n_tenants)):
@@ -61,8 +71,11 @@ def build(
              "occurred_at": _iso(EPOCH)},
         )  # fmt: skip
         sequences = dict.fromkeys(range(n_segments), 0)
+        latest: dict[str, str] = {}  # segment-0: profile -> its latest action
+        numbers: dict[str, int] = {}  # profile -> p (its email and phone are made from p)
         for p in range(n_profiles):
             profile = seeded_uuid(seed, tenant, "profile", p)
+            numbers[profile] = p
             for version in (1, 2):
                 corpus.add(
                     "profile-changes",
@@ -78,15 +91,17 @@ def build(
                 if rng.random() < 0.7:
                     for action in ("join", "leave", "join")[: rng.randint(1, 3)]:
                         sequences[s] += 1
-                        corpus.add(
-                            "profile-changes",
-                            {
-                                "type": "segment_membership_change", "tenant_id": tenant,
-                                "segment_key": f"segment-{s}", "sequence": sequences[s],
-                                "profile_id": profile, "action": action,
-                                "occurred_at": _iso(EPOCH + timedelta(seconds=sequences[s])),
-                            },
-                        )  # fmt: skip
+                        change = {
+                            "type": "segment_membership_change", "tenant_id": tenant,
+                            "segment_key": f"segment-{s}", "sequence": sequences[s],
+                            "profile_id": profile, "action": action,
+                            "occurred_at": _iso(EPOCH + timedelta(seconds=sequences[s])),
+                        }  # fmt: skip
+                        if with_activation:
+                            change["profile_version"] = 2  # the newest, published just before
+                        corpus.add("profile-changes", change)
+                        if s == 0:
+                            latest[profile] = action
         for r in range(n_receipts):
             delivery = seeded_uuid(seed, tenant, "delivery", r % max(1, n_receipts // 3))
             receipt = {
@@ -100,4 +115,94 @@ def build(
             corpus.add("receipts", receipt)
             if rng.random() < duplicate_rate:
                 corpus.add("receipts", dict(receipt))
+        if with_activation:
+            members = sorted(profile for profile, action in latest.items() if action == "join")
+            _activation(
+                corpus, seed, t, tenant, as_of=sequences[0] if n_segments else 0,
+                members=[(m, numbers[m]) for m in members], with_receipts=n_receipts > 0,
+            )  # fmt: skip
     return corpus
+
+
+ACTIVATION_CHANNELS = ("email", "sms")  # tenant t's event uses ACTIVATION_CHANNELS[t % 2]
+
+
+def activation_keys(t: int) -> dict[str, str]:
+    """The natural keys of tenant ``t``'s activation story (tests and the demo look them up)."""
+    return {
+        "campaign_code": "spring-sale",
+        "event_key": f"spring-{ACTIVATION_CHANNELS[t % 2]}",
+        "segment_key": "segment-0",
+        "task_key": "plan-spring",
+        "dispatch_key": "dispatch-spring-1",
+    }
+
+
+def _activation(
+    corpus: Corpus,
+    seed: int,
+    t: int,
+    tenant: str,
+    *,
+    as_of: int,
+    members: list[tuple[str, int]],
+    with_receipts: bool,
+) -> None:
+    """One tenant's campaign -> event -> snapshot -> agent decision -> dispatch (+ receipts).
+    ``members``: segment-0's members at ``as_of`` as (profile id, profile number), sorted."""
+    keys = activation_keys(t)
+    code, event_key = keys["campaign_code"], keys["event_key"]
+    channel = ACTIVATION_CHANNELS[t % 2]
+    at = EPOCH + timedelta(hours=2)
+    # sha256 over the sorted member ids, one per line: what snapshot_member_digest.sql computes
+    digest = hashlib.sha256("\n".join(m for m, _ in members).encode()).hexdigest()
+    embedding = [round(((i * 37 + seed) % 101) / 100 - 0.5, 2) for i in range(384)]
+    commands: list[dict[str, Any]] = [
+        {"type": "campaign_define", "tenant_id": tenant, "campaign_code": code,
+         "campaign_name": "Spring sale", "objective": "re-engage buyers before the spring season",
+         "status": "active", "start_at": _iso(EPOCH), "end_at": _iso(EPOCH + timedelta(days=30)),
+         "occurred_at": _iso(at)},
+        {"type": "event_define", "tenant_id": tenant, "campaign_code": code,
+         "event_key": event_key, "event_name": f"Spring sale {channel} blast",
+         "event_type": channel, "event_channel": channel,
+         "start_at": _iso(at + timedelta(hours=1)), "end_at": _iso(at + timedelta(days=2)),
+         "embedding": embedding if t == 0 else None, "status": "active",
+         "occurred_at": _iso(at + timedelta(minutes=1))},
+        {"type": "snapshot_request", "tenant_id": tenant, "segment_key": keys["segment_key"],
+         "as_of_sequence": as_of, "snapshot_reason": f"audience of {event_key}",
+         "expected_count": len(members), "expected_digest": digest,
+         "occurred_at": _iso(at + timedelta(minutes=2))},
+        {"type": "agent_task_record", "tenant_id": tenant, "task_key": keys["task_key"],
+         "agent_name": "planner-ai", "task_type": "plan", "campaign_code": code,
+         "event_key": event_key, "segment_key": keys["segment_key"], "as_of_sequence": as_of,
+         "reasoning_summary": f"{keys['segment_key']} responded best to {channel}; send the "
+                              "spring offer to its members at the sequence watermark",
+         "reasoning_trace": {"model": "planner-v1", "inputs": {"segment": keys["segment_key"],
+                             "as_of_sequence": as_of, "members": len(members)},
+                             "steps": ["score segments", f"choose channel {channel}",
+                                       "request snapshot", "dispatch"]},
+         "status": "completed", "occurred_at": _iso(at + timedelta(minutes=3)),
+         "correlation_id": f"corr-{seed}-{t}"},
+        {"type": "dispatch_request", "tenant_id": tenant, "dispatch_key": keys["dispatch_key"],
+         "campaign_code": code, "event_key": event_key, "segment_key": keys["segment_key"],
+         "as_of_sequence": as_of, "task_key": keys["task_key"],
+         "occurred_at": _iso(at + timedelta(minutes=4)), "correlation_id": f"corr-{seed}-{t}"},
+    ]  # fmt: skip
+    for command in commands:
+        corpus.add("commands", command)
+    if not with_receipts:
+        return
+    event = ids.event_id(tenant, code, event_key)
+    provider = "sendgrid" if channel == "email" else "twilio"
+    for k, (profile, p) in enumerate(members[:3]):
+        destination = f"user{p}.v2@example.com" if channel == "email" else f"+8490{p:07d}"
+        for n, status in enumerate(("sent", "delivered", "opened")[: 3 - k]):
+            corpus.add(
+                "receipts",
+                {"type": "delivery_receipt", "tenant_id": tenant,
+                 "delivery_id": str(ids.delivery_id(tenant, event, profile)),
+                 "provider": provider, "provider_message_id": f"act-{t}-{k}", "status": status,
+                 "occurred_at": _iso(at + timedelta(hours=1, minutes=k, seconds=n)),
+                 "destination": destination, "channel": channel,
+                 "provider_response": {"code": 250, "step": n}},
+            )  # fmt: skip

@@ -1,17 +1,225 @@
-"""Dispatch fan-out (issue 5): one delivery request per member of a sealed snapshot."""
+"""Dispatch fan-out: one delivery per member of a sealed snapshot, deterministic and exactly-once.
+
+**When.** A dispatch fans out once its snapshot is sealed AND every member's pinned profile
+version has arrived. Three triggers re-check that, set-based (``dispatch_ready.sql``): the
+dispatch command itself (:mod:`leo_activation.consumers.commands`), the seal of its snapshot
+(:func:`fan_out_waiting`, called by :mod:`leo_activation.snapshots`), and the arrival of a profile
+version some waiting dispatch's member pinned (:mod:`leo_activation.consumers.profile_changes`).
+
+**What.** Per member: ``delivery_id = ids.delivery_id(tenant, event, profile)`` and one
+``delivery_log`` row — ``queued`` with its destination, or ``suppressed`` with a reason (cancelled
+event or paused / completed campaign as of the dispatch command; a join that pinned no profile
+version; no destination for the channel) — whose ``log_id`` is
+``ids.delivery_fact_id(tenant, delivery, {"fact": status, "dispatch_id": ...})``; and per queued row
+one ``DeliveryRequest`` on the delivery-requests topic, keyed ``tenant:delivery``.
+
+**Why it is a pure function of the topics.** Everything a fan-out reads is fixed by then: the
+dispatch row captured the event's channel and the event / campaign status in command order (a
+tenant's commands are totally ordered); the sealed snapshot is a function of the membership
+changes up to its watermark; and each destination comes from the profile version the member's
+join pinned (``cdp_profile_version``), never from the current ``cdp_profiles`` row, whose state at
+fan-out time depends on how the profile-changes and commands topics happened to interleave. Two
+dispatches of the same event to overlapping audiences share delivery ids (one delivery per event
+and recipient) but each writes its own rows (the dispatch is in the fact), so no row depends on
+which of them fanned out first; connectors dedupe by delivery id.
+
+**Exactly-once.** The requests are :class:`Outgoing` messages, produced by the engine in the same
+Kafka transaction as the consumed offsets. The dispatch is marked ``fanned_out`` only after that
+transaction committed (``ApplyResult.after_commit``); a dispatch already marked never emits again
+(re-dispatch, replay). If the Kafka transaction aborts, the batch is re-applied: the dispatch is
+still waiting, the delivery rows dedupe by key, and the same requests are emitted again in the new
+transaction. Within one database transaction, ``dispatch_emitted`` stops a second trigger from
+emitting a dispatch twice.
+
+**The remaining window.** A crash after the Kafka commit and before the mark leaves the dispatch
+``waiting_for_snapshot`` with its rows written and its requests already delivered. The next trigger
+for it (a re-dispatch command with the same key, a newly arriving pinned profile version) emits
+the same requests again: same keys, same delivery ids, same content; connectors dedupe by
+``delivery_id``. Until such a trigger the dispatch's state differs from a clean run's (the state
+digest shows it); re-publishing the dispatch command settles it. Likewise, when the engine bisects
+a failing batch into several database transactions under one Kafka transaction, a later part
+could re-trigger a dispatch an earlier part emitted (only a re-dispatch of it or a conflicting
+copy of a pinned version can), emitting duplicates of identical requests. Neither case creates a
+different delivery.
+
+**Scale.** Ready-check, member selection and the final insert are single statements; members are
+read through a server-side cursor in chunks of :data:`CHUNK`, their ids computed here (uuid5 over
+the canonical key, exactly as :mod:`leo_activation.ids` defines them; the database has no SHA-1)
+and COPYed back in chunks. No statement runs per member. The requests themselves are returned as
+one list, because the engine's ``ApplyResult.outgoing`` is a list produced after the database
+commit; a million-member fan-out therefore holds its encoded requests in memory until the Kafka
+transaction. Streaming them instead (a ``WITH HOLD`` cursor read while the engine produces) needs
+an engine hook that ``ApplyResult`` does not have yet.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from leo_activation.handling import ApplyContext, ApplyResult
+from leo_activation import db, ids
+from leo_activation.handling import ApplyContext, ApplyResult, Outgoing
+from leo_activation.resources import sql_text
+from leo_activation.topics import message_key
+
+CHUNK = 10_000  # members per server-side fetch and per COPY
+NO_PIN_REASON = "membership change does not pin a profile version"
+DELIVERY_COLUMNS = (
+    "tenant_id", "log_id", "delivery_id", "event_id", "profile_id", "snapshot_id", "task_id",
+    "dispatch_id", "channel", "destination", "delivery_status", "reason", "sent_at",
+    "correlation_id", "profile_version",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyDispatch:
+    """A dispatch that can fan out now, with everything its fan-out needs (dispatch_ready.sql)."""
+
+    dispatch_id: uuid.UUID
+    event_id: uuid.UUID
+    campaign_id: uuid.UUID
+    snapshot_id: uuid.UUID
+    task_id: uuid.UUID
+    channel: str
+    suppress_reason: str | None
+    requested_at: datetime
+    correlation_id: str | None
+
+
+def delivery_fact(status: str, dispatch_id: uuid.UUID | str) -> dict[str, str]:
+    """The fact a fan-out row records (its ``log_id`` is ``ids.delivery_fact_id`` over it)."""
+    return {"fact": status, "dispatch_id": str(dispatch_id)}
 
 
 def fan_out_waiting(
     conn: psycopg.Connection[Any], tenant_id: uuid.UUID, snapshot_id: uuid.UUID, ctx: ApplyContext
 ) -> ApplyResult:
-    """Fan out every dispatch that was waiting for ``snapshot_id`` to seal."""
-    return ApplyResult()
+    """Fan out every dispatch that was waiting for ``snapshot_id`` to seal (and is now ready)."""
+    rows = conn.execute(
+        sql_text("queries/dispatch_waiting_on_snapshot.sql"), {"snapshot_id": snapshot_id}
+    ).fetchall()
+    if not rows:
+        return ApplyResult()
+    return fan_out(conn, tenant_id, [r[0] for r in rows], ctx)
+
+
+def fan_out(
+    conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
+    dispatch_ids: Sequence[uuid.UUID],
+    ctx: ApplyContext,
+) -> ApplyResult:
+    """Fan out those of ``dispatch_ids`` that are ready; the others keep waiting.
+
+    Runs inside the tenant's transaction. Returns the delivery requests to produce and the
+    post-commit action that marks the emitted dispatches ``fanned_out``.
+    """
+    result = ApplyResult()
+    conn.execute(sql_text("queries/dispatch_scratch_tables.sql"))
+    ready = [
+        ReadyDispatch(*row)
+        for row in conn.execute(
+            sql_text("queries/dispatch_ready.sql"), {"dispatch_ids": list(dispatch_ids)}
+        ).fetchall()
+    ]
+    if not ready:
+        return result
+    for dispatch in ready:
+        result.outgoing += _fan_out_one(conn, tenant_id, dispatch, ctx)
+    conn.execute(sql_text("queries/dispatch_deliveries_insert.sql"))
+    result.after_commit.append(_marker(tenant_id, [d.dispatch_id for d in ready]))
+    return result
+
+
+def _fan_out_one(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, d: ReadyDispatch, ctx: ApplyContext
+) -> list[Outgoing]:
+    """Stage one dispatch's delivery rows and build its requests, chunk by chunk."""
+    topic = ctx.settings.topic("delivery-requests")
+    outgoing: list[Outgoing] = []
+    params = {
+        "snapshot_id": d.snapshot_id,
+        "channel": d.channel,
+        "suppress_reason": d.suppress_reason,
+    }
+    with conn.cursor(name=f"fan_out_{d.dispatch_id.hex}") as members:
+        members.execute(sql_text("queries/dispatch_members.sql"), params)
+        while chunk := members.fetchmany(CHUNK):
+            rows: list[tuple[Any, ...]] = []
+            for profile_id, profile_version, destination, reason in chunk:
+                delivery = ids.delivery_id(tenant_id, d.event_id, profile_id)
+                status = "queued" if reason is None else "suppressed"
+                log_id = ids.delivery_fact_id(
+                    tenant_id, delivery, delivery_fact(status, d.dispatch_id)
+                )
+                row = (
+                    tenant_id, log_id, delivery, d.event_id, profile_id, d.snapshot_id,
+                    d.task_id, d.dispatch_id, d.channel, destination, status, reason,
+                    d.requested_at, d.correlation_id, profile_version,
+                )  # fmt: skip
+                rows.append(row)
+                if reason is None:
+                    record = _request(tenant_id, d, delivery, profile_id, destination)
+                    outgoing.append(
+                        Outgoing(
+                            topic=topic,
+                            key=message_key("delivery-requests", record),
+                            value=ctx.codec.encode("delivery_request", record),
+                        )
+                    )
+            _copy(conn, rows)
+    return outgoing
+
+
+def _request(
+    tenant_id: uuid.UUID,
+    d: ReadyDispatch,
+    delivery: uuid.UUID,
+    profile_id: uuid.UUID,
+    destination: str,
+) -> dict[str, Any]:
+    """The DeliveryRequest record of one queued delivery."""
+    return {
+        "tenant_id": tenant_id,
+        "delivery_id": delivery,
+        "dispatch_id": d.dispatch_id,
+        "campaign_id": d.campaign_id,
+        "event_id": d.event_id,
+        "profile_id": profile_id,
+        "snapshot_id": d.snapshot_id,
+        "task_id": d.task_id,
+        "channel": d.channel,
+        "destination": destination,
+        "occurred_at": d.requested_at,
+        "correlation_id": d.correlation_id,
+    }
+
+
+def _copy(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> None:
+    copy = sql.SQL("COPY fanout_delivery_log ({}) FROM STDIN").format(
+        sql.SQL(", ").join(map(sql.Identifier, DELIVERY_COLUMNS))
+    )
+    with conn.cursor() as cur, cur.copy(copy) as writer:
+        for row in rows:
+            writer.write_row(row)
+
+
+def _marker(
+    tenant_id: uuid.UUID, dispatch_ids: list[uuid.UUID]
+) -> Callable[[psycopg.Connection[Any]], None]:
+    """The post-commit action marking ``dispatch_ids`` fanned out. The engine runs it in its own
+    transaction without a tenant context, so it sets the tenant itself (transaction-local)."""
+
+    def mark(conn: psycopg.Connection[Any]) -> None:
+        with db.tenant_transaction(conn, tenant_id):
+            conn.execute(
+                sql_text("queries/dispatch_mark_fanned_out.sql"), {"dispatch_ids": dispatch_ids}
+            )
+
+    return mark

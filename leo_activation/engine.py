@@ -19,14 +19,13 @@ A crash anywhere replays the batch from the last committed offsets; the handlers
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import signal
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -70,12 +69,52 @@ log = logging.getLogger("leo_activation.engine")
 T = TypeVar("T")
 
 CORRELATION_HEADER = "leo.correlation_id"
+# The engine's transactions only carry one batch's outputs and offsets (seconds at most). If the
+# process dies inside one, the broker aborts it after this long; until then the group's offsets
+# for its partitions are unreadable and a restarted consumer waits (the producers' default of
+# 15 minutes, sized for large ``publish`` transactions, would stall recovery that long).
+TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """The engine's Kafka consumer settings (the benchmarks' baselines read topics with them too).
+
+    ``session.timeout.ms`` is 10 s instead of librdkafka's 45 s: a consumer that died without
+    leaving the group (SIGKILL, OOM, lost host) holds its partitions until its session expires,
+    so this bounds how long a restarted or surviving consumer waits to take them over. Heartbeats
+    come from librdkafka's own thread, so a long batch does not starve them.
+    """
+    return {
+        "bootstrap.servers": settings.require_kafka(),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "max.poll.interval.ms": 600_000,
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+        **settings.extra_kafka,
+    }
 
 
 def default_handlers() -> list[Handler]:
     """Handlers in the order a tenant's transaction applies them: commands first, so a tenant
     registered in the batch exists for its other messages."""
     return [CommandsHandler(), ProfileChangesHandler(), ReceiptsHandler()]
+
+
+@dataclass
+class TopicCounts:
+    """One logical topic's share of a batch."""
+
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+
+    def balanced(self) -> bool:
+        return self.consumed == self.applied + self.duplicates + self.dead_lettered
 
 
 @dataclass
@@ -86,6 +125,7 @@ class BatchStats:
     dead_lettered: int = 0
     tenants: int = 0
     db_seconds: float = 0.0
+    topics: dict[str, TopicCounts] = field(default_factory=dict)  # per logical topic
 
     def balanced(self) -> bool:
         """The accounting invariant: every consumed message is accounted for exactly once."""
@@ -101,6 +141,8 @@ class Engine:
         group: str | None = None,
         handlers: Sequence[Handler] | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.logical_topics = list(topics)
@@ -110,6 +152,9 @@ class Engine:
         self.codec = make_codec(settings.schema_registry_url)
         self.ctx = ApplyContext(settings, self.codec)
         self.on_batch = on_batch
+        self.on_idle = on_idle  # after a poll that returned nothing
+        self.on_retry = on_retry  # "db" or "kafka", each time a transient fault is retried
+        self.consumer: Consumer | None = None  # while run() runs (metrics read lag from it)
         self.stopping = False
         self._conn: psycopg.Connection[Any] | None = None
         self._physical_to_logical = {settings.topic(t): t for t in self.logical_topics}
@@ -120,20 +165,14 @@ class Engine:
 
     def run(self, until_idle: float | None = None) -> None:
         ensure_topics(self.settings)
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.require_kafka(),
-                "group.id": self.group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "max.poll.interval.ms": 600_000,
-                **self.settings.extra_kafka,
-            }
+        consumer = Consumer(consumer_config(self.settings, self.group))
+        out = TopicProducer(
+            self.settings,
+            codec=self.codec,
+            transactional=True,
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
         )
-        out = TopicProducer(self.settings, codec=self.codec, transactional=True)
-        assigned = False
+        assigned = blocked = False
         last_message = time.monotonic()
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
@@ -142,19 +181,27 @@ class Engine:
                 assigned, last_message = True, time.monotonic()
 
         consumer.subscribe(list(self._physical_to_logical), on_assign=on_assign)
+        self.consumer = consumer
         try:
             while not self.stopping:
                 # 1. poll
                 messages = consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
                 messages = [m for m in messages if not _is_partition_eof(m)]
                 if not messages:
+                    if self.on_idle is not None:
+                        self.on_idle()
                     idle = time.monotonic() - last_message
                     if until_idle is not None and assigned and idle >= until_idle:
-                        return
+                        readable = _offsets_readable(consumer)
+                        if readable and not blocked:
+                            return
+                        # blocked is not idle; once unblocked, wait a whole idle period again
+                        blocked, last_message = not readable, time.monotonic()
                     continue
-                last_message = time.monotonic()
+                blocked, last_message = False, time.monotonic()
                 self._process(consumer, out, messages)
         finally:
+            self.consumer = None
             consumer.close()
             if self._conn is not None:
                 self._conn.close()
@@ -163,6 +210,7 @@ class Engine:
     def _process(self, consumer: Consumer, out: TopicProducer, messages: list[Message]) -> None:
         stats = BatchStats(consumed=len(messages))
         dead: list[tuple[Message, str, PoisonMessage, str | None]] = []
+        correlations: dict[tuple[str, int, int], str | None] = {}
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
         raw_by_coords: dict[tuple[str, int, int], Message] = {}
         for msg in messages:
@@ -170,12 +218,14 @@ class Engine:
             if msg.error() is not None:
                 raise LeoError(f"Kafka consumer error: {msg.error()}")
             logical = self._physical_to_logical[str(msg.topic())]
+            stats.topics.setdefault(logical, TopicCounts()).consumed += 1
             try:
                 envelope = self.decode(logical, msg)
             except PoisonMessage as poison:
                 dead.append((msg, logical, poison, None))
                 continue
             raw_by_coords[(logical, envelope.partition, envelope.offset)] = msg
+            correlations[(logical, envelope.partition, envelope.offset)] = envelope.correlation_id
             by_tenant[envelope.tenant_id].append(envelope)
 
         # 3. apply, one transaction per tenant
@@ -191,14 +241,29 @@ class Engine:
             len(dead),
         )
         stats.tenants = len(by_tenant)
+        for logical, (applied, duplicates) in result.by_topic.items():
+            counts = stats.topics.setdefault(logical, TopicCounts())
+            counts.applied, counts.duplicates = applied, duplicates
+        for _msg, logical, _poison, _tenant in dead:
+            stats.topics.setdefault(logical, TopicCounts()).dead_lettered += 1
 
         # 4. outputs and offsets in one Kafka transaction
         if not self._commit(consumer, out, messages, dead, result.outgoing):
             return
         self.run_after_commit(result)
+        for msg, logical, error, tenant in dead:
+            coords = (logical, int(msg.partition() or 0), int(msg.offset() or 0))
+            log.warning(
+                "dead-lettered %s/%d@%d: %s", *coords, error,
+                extra={
+                    "event": "dead_letter", "topic": logical, "partition": coords[1],
+                    "offset": coords[2], "error_class": error.error_class, "tenant_id": tenant,
+                    "correlation_id": correlations.get(coords) or _header_correlation(msg),
+                },
+            )  # fmt: skip
         if not stats.balanced():
             log.error("accounting mismatch: %s", stats)
-        log.info(json.dumps({"event": "batch", **stats.__dict__, "group": self.group}))
+        log.info("batch", extra={"event": "batch", **asdict(stats), "group": self.group})
         if self.on_batch is not None:
             self.on_batch(stats)
 
@@ -233,7 +298,7 @@ class Engine:
             key=msg.key(),
             kind=kind,
             record=record,
-            tenant_id=uuid.UUID(str(tenant)),
+            tenant_id=tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(str(tenant)),
             correlation_id=correlation,
         )
 
@@ -271,7 +336,9 @@ class Engine:
                         )
                         result.rejected += [(e, error) for e in envelopes]
                         continue
-                result.merge(handler.apply(conn, tenant_id, envelopes, self.ctx))
+                part = handler.apply(conn, tenant_id, envelopes, self.ctx)
+                part.by_topic = {handler.topic: (part.applied, part.duplicates)}
+                result.merge(part)
         return result
 
     # ------------------------------------------------------------------ database, with retries
@@ -284,6 +351,8 @@ class Engine:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning("database unavailable (%s); retry %d", exc, state.attempt_number)
+            if self.on_retry is not None:
+                self.on_retry("db")
             if self._conn is not None and (self._conn.closed or self._conn.broken):
                 self._conn = None
 
@@ -328,11 +397,13 @@ class Engine:
             producer.send_offsets_to_transaction(
                 _next_offsets(messages), consumer.consumer_group_metadata(), 60
             )
-            _commit_transaction(producer)
+            _commit_transaction(producer, self.on_retry)
         except KafkaException as exc:
             error = exc.args[0]
             if isinstance(error, KafkaError) and error.txn_requires_abort():
                 producer.abort_transaction(60)
+                if self.on_retry is not None:
+                    self.on_retry("kafka")
                 _rewind(consumer, messages)
                 log.warning("Kafka transaction aborted (%s); batch will be re-applied", error)
                 return False
@@ -340,7 +411,7 @@ class Engine:
         return True
 
 
-def _commit_transaction(producer: Producer) -> None:
+def _commit_transaction(producer: Producer, on_retry: Callable[[str], None] | None = None) -> None:
     """Commit, retrying while the broker says the error is retriable (e.g. it is restarting)."""
     delay = 0.5
     while True:
@@ -352,6 +423,8 @@ def _commit_transaction(producer: Producer) -> None:
             if not (isinstance(error, KafkaError) and error.retriable()):
                 raise
             log.warning("Kafka commit not yet possible (%s); retrying", error)
+            if on_retry is not None:
+                on_retry("kafka")
             time.sleep(delay)
             delay = min(delay * 2, 10)
 
@@ -361,6 +434,28 @@ def _in_transaction(
 ) -> None:
     with conn.transaction():
         action(conn)
+
+
+def _header_correlation(msg: Message) -> str | None:
+    value = dict(msg.headers() or []).get(CORRELATION_HEADER)
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _offsets_readable(consumer: Consumer) -> bool:
+    """False while the group's committed offsets cannot be read: after a consumer died inside its
+    Kafka transaction the broker answers UNSTABLE_OFFSET_COMMIT until that transaction is aborted
+    (``TRANSACTION_TIMEOUT_MS``), and nothing is fetched meanwhile. That is not idleness."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return True
+    try:
+        consumer.committed(assignment, timeout=5)
+    except KafkaException as exc:
+        log.warning("committed offsets not readable yet (%s); waiting", exc)
+        return False
+    return True
 
 
 def _is_partition_eof(msg: Message) -> bool:
@@ -386,12 +481,17 @@ def _rewind(consumer: Consumer, messages: list[Message]) -> None:
 
 
 def cli_consume(settings: Settings, args: Any) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from leo_activation.jsonlog import configure as configure_json_logs
+    from leo_activation.metrics import EngineMetrics
+
+    configure_json_logs()
     settings = settings.with_overrides(batch_size=args.batch_size, metrics_port=args.metrics_port)
     topics = [
         settings.logical_topic(settings.resolve_topic(t)) for t in (args.topics or INPUT_TOPICS)
     ]
     engine = Engine(settings, topics=topics, group=args.group)
+    if settings.metrics_port is not None:
+        EngineMetrics().attach(engine).serve(settings.metrics_port)
     signal.signal(signal.SIGTERM, _stop_handler(engine))
     signal.signal(signal.SIGINT, _stop_handler(engine))
     engine.run(until_idle=args.until_idle)

@@ -47,10 +47,15 @@ class ApplyResult:
     outgoing: list[Outgoing] = field(default_factory=list)
     # run against the database after the Kafka transaction committed (e.g. mark a fan-out done)
     after_commit: list[Callable[[psycopg.Connection[Any]], None]] = field(default_factory=list)
+    # (applied, duplicates) per logical topic; the engine fills it from each handler's result
+    by_topic: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def merge(self, other: ApplyResult) -> None:
         self.applied += other.applied
         self.duplicates += other.duplicates
+        for topic, (applied, duplicates) in other.by_topic.items():
+            before = self.by_topic.get(topic, (0, 0))
+            self.by_topic[topic] = (before[0] + applied, before[1] + duplicates)
         self.rejected += other.rejected
         self.outgoing += other.outgoing
         self.after_commit += other.after_commit

@@ -17,6 +17,8 @@ TOPIC_SUFFIXES = {
     "receipts": "delivery.receipts",
     "dead-letters": "dead-letters",
 }
+#: topics this product writes (never reads as input); ``Settings.output_prefix`` redirects them
+OUTPUT_TOPICS = frozenset({"delivery-requests", "dead-letters"})
 
 
 class SettingsError(ValueError):
@@ -34,12 +36,18 @@ class Settings:
     batch_size: int = 2000
     batch_timeout_s: float = 0.5
     metrics_port: int | None = None
+    # When set, the output topics (OUTPUT_TOPICS) get this prefix instead of ``topic_prefix``:
+    # ``verify`` rebuilds from the live input topics without writing to the live outputs.
+    output_prefix: str | None = None
     extra_kafka: Mapping[str, Any] = field(default_factory=dict)
 
     def topic(self, logical: str) -> str:
         """Physical topic name for a logical one (``receipts`` -> ``leo.delivery.receipts``)."""
+        prefix = self.topic_prefix
+        if self.output_prefix is not None and logical in OUTPUT_TOPICS:
+            prefix = self.output_prefix
         try:
-            return self.topic_prefix + TOPIC_SUFFIXES[logical]
+            return prefix + TOPIC_SUFFIXES[logical]
         except KeyError:
             names = ", ".join(TOPIC_SUFFIXES)
             raise SettingsError(f"unknown topic {logical!r}; expected one of: {names}") from None

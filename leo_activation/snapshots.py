@@ -5,7 +5,12 @@ membership change 1..watermark has arrived — whichever topic the last piece ca
 members are then a pure function of those changes: the profiles whose latest change up to the
 watermark is a join. If the request carries an expected count or digest, a mismatch rejects it
 instead of sealing. Sealing writes the immutable snapshot, its members (set-based, one statement)
-and tags each member's ``cdp_profiles.segment_snapshots``; dispatches waiting on it then fan out.
+with the profile version each member's latest join pinned, and tags each member's
+``cdp_profiles.segment_snapshots``; dispatches waiting on it then fan out (once their pinned
+profile versions have arrived, see :mod:`leo_activation.dispatch`).
+
+The member digest covers the profile ids only (what a CDP can recompute to verify a snapshot);
+the pinned versions ride along with them.
 """
 
 from __future__ import annotations
@@ -19,11 +24,6 @@ import psycopg
 from leo_activation import dispatch
 from leo_activation.handling import ApplyContext, ApplyResult
 from leo_activation.resources import sql_text
-
-_MEMBERS_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS snapshot_members (profile_id uuid PRIMARY KEY) "
-    "ON COMMIT DELETE ROWS"
-)
 
 
 def seal_ready(
@@ -46,7 +46,7 @@ def seal_ready(
         ).fetchone()
         if arrived is None or arrived[0] != as_of:
             continue
-        conn.execute(_MEMBERS_TABLE)
+        conn.execute(sql_text("queries/snapshot_members_table.sql"))
         conn.execute("TRUNCATE snapshot_members")
         conn.execute(
             sql_text("queries/snapshot_compute_members.sql"),

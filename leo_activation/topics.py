@@ -2,7 +2,8 @@
 
 Keys keep per-key order (SPEC §3): commands by tenant, CDP changes by tenant + profile, requests
 and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
-the database is a projection of them, and rebuilding it needs every message.
+the database is a projection of them, and rebuilding it needs every message. The dead-letter
+topic has a single partition, so a dead letter's offset alone names it (``dead-letters redrive``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -
     wanted = [
         NewTopic(
             settings.topic(name),
-            num_partitions=partitions,
+            num_partitions=1 if name == "dead-letters" else partitions,
             replication_factor=min(3, brokers),
             config={"retention.ms": "-1"} if name != "delivery-requests" else {},
         )

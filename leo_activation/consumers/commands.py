@@ -3,17 +3,26 @@
 Commands are keyed by tenant, so a tenant's commands arrive in the order they were issued; they are
 applied one by one in that order, each in its own savepoint, so a command that references something
 unknown is dead-lettered without undoing its neighbours.
+
+Every id is derived from the tenant and the command's natural key (:mod:`leo_activation.ids`), so
+a reference is resolved by deriving the id and looking it up in the tenant's own rows: row-level
+security makes another tenant's objects invisible, and naming one is naming an unknown reference
+(``unknown_reference``). Definitions (campaign, event) are upserts where only a newer definition
+wins; statuses are insert-only histories from which the current status is recomputed (latest
+wins); agent tasks and their status changes are append-only (a different record under a known key
+is a ``conflict``). A dispatch is recorded with what its fan-out needs from this topic and fans out
+once its snapshot is sealed (see :mod:`leo_activation.dispatch`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
 
-from leo_activation import db, ids, snapshots
+from leo_activation import db, dispatch, ids, snapshots
 from leo_activation.errors import PoisonMessage
 from leo_activation.handling import ApplyContext, ApplyResult, Envelope, tenant_status
 from leo_activation.resources import sql_text
@@ -65,12 +74,241 @@ def snapshot_request(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyConte
     return result
 
 
+# ---------------------------------------------------------------------------- references
+def _check_period(kind: str, r: Mapping[str, Any]) -> None:
+    if r.get("start_at") and r.get("end_at") and r["end_at"] < r["start_at"]:
+        raise PoisonMessage("invalid", f"{kind}: end_at {r['end_at']} is before start_at")
+
+
+def _references(
+    conn: psycopg.Connection[Any],
+    *,
+    campaign_id: uuid.UUID | None = None,
+    event_id: uuid.UUID | None = None,
+    snapshot_id: uuid.UUID | None = None,
+    task_id: uuid.UUID | None = None,
+) -> tuple[Any, ...]:
+    """(campaign status, event status, snapshot request state, task exists, task's event id,
+    task's snapshot id) in the current tenant; None for what was not asked or not found."""
+    params = {
+        "campaign_id": campaign_id,
+        "event_id": event_id,
+        "snapshot_id": snapshot_id,
+        "task_id": task_id,
+    }
+    row = conn.execute(sql_text("queries/command_references.sql"), params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _require(what: str, missing: list[str]) -> None:
+    if missing:
+        raise PoisonMessage("unknown_reference", f"{what} names unknown {', '.join(missing)}")
+
+
+def _snapshot_ref(tenant_id: uuid.UUID, r: Mapping[str, Any]) -> tuple[str, uuid.UUID] | None:
+    """(label, snapshot id) of a command's segment_key + as_of_sequence reference, if any."""
+    segment, as_of = r.get("segment_key"), r.get("as_of_sequence")
+    if segment is None and as_of is None:
+        return None
+    if segment is None or as_of is None:
+        raise PoisonMessage("invalid", "segment_key and as_of_sequence go together")
+    return f"snapshot request {segment}@{as_of}", ids.snapshot_id(tenant_id, segment, as_of)
+
+
+# ---------------------------------------------------------------------------- campaigns, events
+def campaign_define(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+    r = e.record
+    _check_period(f"campaign {r['campaign_code']}", r)
+    params = {**r, "campaign_id": ids.campaign_id(e.tenant_id, r["campaign_code"])}
+    if not conn.execute(sql_text("queries/campaign_upsert.sql"), params).rowcount:
+        return ApplyResult(duplicates=1)  # not newer: a no-op, the status it states included
+    _campaign_status(conn, params)
+    return ApplyResult(applied=1)
+
+
+def campaign_status_change(
+    conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext
+) -> ApplyResult:
+    r = e.record
+    campaign = ids.campaign_id(e.tenant_id, r["campaign_code"])
+    if _references(conn, campaign_id=campaign)[0] is None:
+        _require("campaign status change", [f"campaign {r['campaign_code']}"])
+    return _changed(_campaign_status(conn, {**r, "campaign_id": campaign}))
+
+
+def _campaign_status(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> int:
+    recorded = conn.execute(sql_text("queries/campaign_status_record.sql"), params).rowcount
+    if recorded:
+        conn.execute(sql_text("queries/campaign_status_refresh.sql"), params)
+    return recorded
+
+
+def _embedding_text(embedding: list[float] | None) -> str | None:
+    """pgvector's text form; the floats are finite and 384 of them (contracts.validate)."""
+    return None if embedding is None else ids.canonical_json([float(x) for x in embedding])
+
+
+def event_define(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+    r = e.record
+    code, key = r["campaign_code"], r["event_key"]
+    _check_period(f"event {code}/{key}", r)
+    campaign = ids.campaign_id(e.tenant_id, code)
+    if _references(conn, campaign_id=campaign)[0] is None:
+        _require(f"event {code}/{key}", [f"campaign {code}"])
+    params = {
+        **r,
+        "campaign_id": campaign,
+        "event_id": ids.event_id(e.tenant_id, code, key),
+        "embedding": _embedding_text(r.get("embedding")),
+    }
+    if not conn.execute(sql_text("queries/event_upsert.sql"), params).rowcount:
+        return ApplyResult(duplicates=1)  # not newer: a no-op, the status it states included
+    _event_status(conn, params)
+    return ApplyResult(applied=1)
+
+
+def event_status_change(
+    conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext
+) -> ApplyResult:
+    r = e.record
+    code, key = r["campaign_code"], r["event_key"]
+    event = ids.event_id(e.tenant_id, code, key)
+    if _references(conn, event_id=event)[1] is None:
+        _require("event status change", [f"event {code}/{key}"])
+    return _changed(_event_status(conn, {**r, "event_id": event}))
+
+
+def _event_status(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> int:
+    recorded = conn.execute(sql_text("queries/event_status_record.sql"), params).rowcount
+    if recorded:
+        conn.execute(sql_text("queries/event_status_refresh.sql"), params)
+    return recorded
+
+
+# ---------------------------------------------------------------------------- agent tasks
+def agent_task_record(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+    r = e.record
+    code, event_key = r.get("campaign_code"), r.get("event_key")
+    if event_key is not None and code is None:
+        raise PoisonMessage("invalid", "event_key needs the campaign_code it belongs to")
+    campaign = None if code is None else ids.campaign_id(e.tenant_id, code)
+    event = None if event_key is None else ids.event_id(e.tenant_id, str(code), event_key)
+    snapshot_ref = _snapshot_ref(e.tenant_id, r)
+    snapshot = None if snapshot_ref is None else snapshot_ref[1]
+    found = _references(conn, campaign_id=campaign, event_id=event, snapshot_id=snapshot)
+    missing = [
+        label
+        for label, wanted, got in (
+            (f"campaign {code}", campaign, found[0]),
+            (f"event {code}/{event_key}", event, found[1]),
+            (snapshot_ref[0] if snapshot_ref else "", snapshot, found[2]),
+        )
+        if wanted is not None and got is None
+    ]
+    _require(f"agent task {r['task_key']}", missing)
+    params = {
+        **r,
+        "task_id": ids.task_id(e.tenant_id, r["task_key"]),
+        "campaign_id": campaign,
+        "event_id": event,
+        "snapshot_id": snapshot,
+        "correlation_id": e.correlation_id,
+    }
+    if conn.execute(sql_text("queries/agent_task_insert.sql"), params).rowcount:
+        return ApplyResult(applied=1)
+    _same_or_conflict(conn, "queries/agent_task_same.sql", params, f"agent task {r['task_key']}")
+    return ApplyResult(duplicates=1)
+
+
+def agent_task_status_change(
+    conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext
+) -> ApplyResult:
+    r = e.record
+    task = ids.task_id(e.tenant_id, r["task_key"])
+    if not _references(conn, task_id=task)[3]:
+        _require("agent task status change", [f"agent task {r['task_key']}"])
+    params = {**r, "task_id": task, "correlation_id": e.correlation_id}
+    if conn.execute(sql_text("queries/agent_task_status_insert.sql"), params).rowcount:
+        return ApplyResult(applied=1)
+    what = f"agent task {r['task_key']} status {r['status']} at {r['occurred_at']}"
+    _same_or_conflict(conn, "queries/agent_task_status_same.sql", params, what)
+    return ApplyResult(duplicates=1)
+
+
+def _same_or_conflict(
+    conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any], what: str
+) -> None:
+    """An append-only record's key was taken: a copy is a duplicate, anything else a conflict."""
+    row = conn.execute(sql_text(query), params).fetchone()
+    if row is None or not row[0]:
+        raise PoisonMessage(
+            "conflict", f"{what} is already recorded with different content (append-only)"
+        )
+
+
+# ---------------------------------------------------------------------------- dispatch
+def dispatch_request(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+    r = e.record
+    code, event_key, task_key = r["campaign_code"], r["event_key"], r["task_key"]
+    snapshot_ref = _snapshot_ref(e.tenant_id, r)
+    assert snapshot_ref is not None  # both fields are required by the DispatchRequest schema
+    snapshot_label, snapshot = snapshot_ref
+    event = ids.event_id(e.tenant_id, code, event_key)
+    task = ids.task_id(e.tenant_id, task_key)
+    _, event_status, snapshot_state, task_exists, task_event, task_snapshot = _references(
+        conn, event_id=event, snapshot_id=snapshot, task_id=task
+    )
+    what = f"dispatch {r['dispatch_key']}"
+    missing = [
+        label
+        for label, found in (
+            (f"event {code}/{event_key}", event_status is not None),
+            (snapshot_label, snapshot_state is not None),
+            (f"agent task {task_key}", task_exists),
+        )
+        if not found
+    ]
+    _require(what, missing)
+    # The deciding task, if it names an event or snapshot, must have decided this one.
+    if (task_event is not None and task_event != event) or (
+        task_snapshot is not None and task_snapshot != snapshot
+    ):
+        raise PoisonMessage(
+            "conflict", f"{what}: agent task {task_key} decided on another event or snapshot"
+        )
+    dispatch_id = ids.dispatch_id(e.tenant_id, r["dispatch_key"])
+    params = {
+        **r,
+        "dispatch_id": dispatch_id,
+        "event_id": event,
+        "snapshot_id": snapshot,
+        "task_id": task,
+        "correlation_id": e.correlation_id,
+    }
+    inserted = conn.execute(sql_text("queries/dispatch_insert.sql"), params).rowcount
+    if not inserted:
+        _same_or_conflict(conn, "queries/dispatch_same.sql", params, what)
+    # A re-dispatch of a dispatch still waiting re-checks it too: that is how a fan-out whose
+    # post-commit mark was lost in a crash is emitted again (same delivery ids).
+    result = ApplyResult(applied=1) if inserted else ApplyResult(duplicates=1)
+    result.merge(dispatch.fan_out(conn, e.tenant_id, [dispatch_id], ctx))
+    return result
+
+
 COMMANDS: dict[str, Command] = {
     "tenant_register": tenant_register,
     "tenant_rename": tenant_rename,
     "tenant_disable": tenant_disable,
     "tenant_enable": tenant_enable,
     "snapshot_request": snapshot_request,
+    "campaign_define": campaign_define,
+    "campaign_status_change": campaign_status_change,
+    "event_define": event_define,
+    "event_status_change": event_status_change,
+    "agent_task_record": agent_task_record,
+    "agent_task_status_change": agent_task_status_change,
+    "dispatch_request": dispatch_request,
 }
 
 

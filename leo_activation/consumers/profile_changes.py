@@ -1,9 +1,14 @@
 """CDP profile changes -> ``cdp_profiles`` and the segment membership history.
 
 Profile upserts are guarded by the CDP's version (an older change never overwrites a newer one, in
-any arrival order). Membership changes are kept as history keyed by their per-segment sequence;
-current segments are recomputed from it, and snapshot requests waiting for these sequences are
-sealed once complete (see :mod:`leo_activation.snapshots`).
+any arrival order); every version is also kept in the append-only ``cdp_profile_version`` history,
+because a dispatch takes each recipient's destination from the exact version its segment join
+pinned, never from "the current profile" (see :mod:`leo_activation.dispatch`). A new version can
+complete a dispatch that was waiting for it, so the dispatches it may unblock are re-checked.
+
+Membership changes are kept as history keyed by their per-segment sequence, with the profile
+version a join pinned; current segments are recomputed from it, and snapshot requests waiting for
+these sequences are sealed once complete (see :mod:`leo_activation.snapshots`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from leo_activation import ids, snapshots
+from leo_activation import dispatch, ids, snapshots
 from leo_activation.bulk import stage
 from leo_activation.handling import ApplyContext, ApplyResult, Envelope
 from leo_activation.resources import sql_text
@@ -24,7 +29,10 @@ PROFILE_COLUMNS = (
     "tenant_id", "profile_id", "ext_id", "email", "mobile_number", "push_token", "data_labels",
     "raw_attributes", "cdp_version", "content_hash", "updated_at",
 )  # fmt: skip
-MEMBERSHIP_COLUMNS = ("tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at")
+MEMBERSHIP_COLUMNS = (
+    "tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at",
+    "profile_version",
+)  # fmt: skip
 
 
 def profile_row(e: Envelope) -> tuple[Any, ...]:
@@ -43,7 +51,7 @@ def profile_row(e: Envelope) -> tuple[Any, ...]:
 def membership_row(e: Envelope) -> tuple[Any, ...]:
     r = e.record
     return (e.tenant_id, r["segment_key"], r["sequence"], uuid.UUID(str(r["profile_id"])),
-            r["action"], r["occurred_at"])  # fmt: skip
+            r["action"], r["occurred_at"], r.get("profile_version"))  # fmt: skip
 
 
 class ProfileChangesHandler:
@@ -63,8 +71,15 @@ class ProfileChangesHandler:
         if upserts:
             stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(profile_row, upserts))
             changed = conn.execute(sql_text("queries/profiles_upsert.sql")).rowcount
-            result.applied += changed
-            result.duplicates += len(upserts) - changed
+            row = conn.execute(sql_text("queries/profile_versions_insert.sql")).fetchone()
+            assert row is not None
+            new_versions, unblocked = int(row[0]), list(row[1])
+            # A late older version changes no profile but is new history: it was applied.
+            applied = max(changed, new_versions)
+            result.applied += applied
+            result.duplicates += len(upserts) - applied
+            if unblocked:
+                result.merge(dispatch.fan_out(conn, tenant_id, unblocked, ctx))
         if changes:
             stage(
                 conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(membership_row, changes)

@@ -8,7 +8,9 @@ stored by overwriting.
 from __future__ import annotations
 
 import json
+import json.encoder
 import uuid
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -25,24 +27,52 @@ COLUMNS = (
 )  # fmt: skip
 
 
+# ids.derive's namespace (uuid5 of ID_SCHEME); tests/test_receipt_rows.py checks the two agree.
+_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, ids.ID_SCHEME)
+# how ids.canonical_json (ensure_ascii=False) writes a string
+_quote = json.encoder.encode_basestring
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def receipt_fact_id(
+    tenant_text: str, delivery_text: str, r: dict[str, Any], response_json: str
+) -> uuid.UUID:
+    """``ids.delivery_fact_id(tenant, delivery, fact)`` for a receipt's fact, byte for byte, with
+    the canonical JSON written directly (the generic encoder is the hot spot of this consumer):
+    ``["delivery_log", tenant, delivery, {fact with its keys in sorted order}]``."""
+    occurred = r["occurred_at"]
+    occurred_text = occurred.isoformat() if isinstance(occurred, datetime) else str(occurred)
+    text = "".join(
+        (
+            '["delivery_log",', _quote(tenant_text), ",", _quote(delivery_text),
+            ',{"channel":', _json_text(r["channel"]),
+            ',"destination":', _json_text(r["destination"]),
+            ',"fact":"receipt","occurred_at":', _quote(occurred_text),
+            ',"provider":', _quote(r["provider"]),
+            ',"provider_message_id":', _json_text(r["provider_message_id"]),
+            ',"provider_response":', response_json,
+            ',"status":', _quote(r["status"]),
+            "}]",
+        )
+    )  # fmt: skip
+    return uuid.uuid5(_ID_NAMESPACE, text)
+
+
 def receipt_row(e: Envelope) -> tuple[Any, ...]:
+    """The delivery_log row of one receipt. Ids go out as canonical text: COPY parses them, which
+    is cheaper than adapting ``uuid.UUID`` objects one by one."""
     r = e.record
-    response = json.loads(r["provider_response"])
-    fact = {
-        "fact": "receipt",
-        "status": r["status"],
-        "provider": r["provider"],
-        "provider_message_id": r["provider_message_id"],
-        "occurred_at": r["occurred_at"],
-        "destination": r["destination"],
-        "channel": r["channel"],
-        "provider_response": response,
-    }
-    delivery = uuid.UUID(str(r["delivery_id"]))
+    response_json = ids.canonical_json(json.loads(r["provider_response"]))
+    tenant_text = str(e.tenant_id)
+    delivery = r["delivery_id"]
+    delivery_text = str(delivery if isinstance(delivery, uuid.UUID) else uuid.UUID(str(delivery)))
     return (
-        e.tenant_id, ids.delivery_fact_id(e.tenant_id, delivery, fact), delivery, r["channel"],
-        r["destination"], r["status"], r["provider"], r["provider_message_id"],
-        ids.canonical_json(response), r["occurred_at"], e.correlation_id,
+        tenant_text, str(receipt_fact_id(tenant_text, delivery_text, r, response_json)),
+        delivery_text, r["channel"], r["destination"], r["status"], r["provider"],
+        r["provider_message_id"], response_json, r["occurred_at"], e.correlation_id,
         e.topic, e.partition, e.offset,
     )  # fmt: skip
 

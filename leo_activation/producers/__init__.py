@@ -20,7 +20,9 @@ from leo_activation.topics import message_key
 Headers = Sequence[tuple[str, bytes]]
 
 
-def producer_config(settings: Settings, transactional: bool = False) -> dict[str, Any]:
+def producer_config(
+    settings: Settings, transactional: bool = False, transaction_timeout_ms: int = 900_000
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.require_kafka(),
         "enable.idempotence": True,
@@ -33,7 +35,9 @@ def producer_config(settings: Settings, transactional: bool = False) -> dict[str
     if transactional:
         # a fresh id per process: fencing of zombies is by consumer-group generation (KIP-447)
         config["transactional.id"] = f"leo-{uuid.uuid4().hex}"
-        config["transaction.timeout.ms"] = 900_000
+        # how long the broker keeps a transaction of a producer that died open; read_committed
+        # readers of its partitions (and its group's offsets) wait that long
+        config["transaction.timeout.ms"] = transaction_timeout_ms
     return config
 
 
@@ -41,11 +45,16 @@ class TopicProducer:
     """Encodes records with the topic's Avro contract and produces them with the right key."""
 
     def __init__(
-        self, settings: Settings, *, codec: Codec | None = None, transactional: bool = False
+        self,
+        settings: Settings,
+        *,
+        codec: Codec | None = None,
+        transactional: bool = False,
+        transaction_timeout_ms: int = 900_000,
     ) -> None:
         self.settings = settings
         self.codec = codec or make_codec(settings.schema_registry_url)
-        self.producer = Producer(producer_config(settings, transactional))
+        self.producer = Producer(producer_config(settings, transactional, transaction_timeout_ms))
         self._failures: list[str] = []
         if transactional:
             self.producer.init_transactions(30)

@@ -1,4 +1,5 @@
--- Seal: the immutable snapshot row, its members, and each member's denormalised snapshot list.
+-- Seal: the immutable snapshot row, its members (with their pinned profile versions), and the
+-- request's state.
 WITH sealed AS (
     INSERT INTO segment_snapshot (tenant_id, snapshot_id, segment_name, segment_version,
         as_of_sequence, snapshot_reason, member_count, member_digest, created_at)
@@ -6,8 +7,9 @@ WITH sealed AS (
         %(as_of)s, %(reason)s, %(member_count)s, %(member_digest)s, %(created_at)s)
     RETURNING snapshot_id
 ), members AS (
-    INSERT INTO segment_snapshot_member (tenant_id, snapshot_id, profile_id, created_at)
-    SELECT leo_current_tenant(), %(snapshot_id)s, profile_id, %(created_at)s
+    INSERT INTO segment_snapshot_member (tenant_id, snapshot_id, profile_id, created_at,
+        profile_version)
+    SELECT leo_current_tenant(), %(snapshot_id)s, profile_id, %(created_at)s, profile_version
     FROM snapshot_members, sealed
 )
 UPDATE segment_snapshot_request SET state = 'sealed', state_detail = NULL

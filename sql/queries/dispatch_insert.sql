@@ -1,0 +1,19 @@
+-- Record a dispatch with what its fan-out needs from the commands topic, read now, in command
+-- order: the event's channel and campaign, and the suppression the event's or the campaign's
+-- status implies at this point of the tenant's command stream. (Read later, at fan-out time, they
+-- would depend on how far the commands topic had got when the snapshot sealed.)
+-- A replay or a re-dispatch hits the key: the first record wins.
+INSERT INTO dispatch (tenant_id, dispatch_id, dispatch_key, event_id, snapshot_id, task_id,
+    requested_at, campaign_id, channel, suppress_reason, correlation_id)
+SELECT leo_current_tenant(), %(dispatch_id)s, %(dispatch_key)s, e.event_id, %(snapshot_id)s,
+    %(task_id)s, %(occurred_at)s, e.campaign_id, e.event_channel,
+    CASE
+        WHEN e.status = 'cancelled' THEN format('event %%s is cancelled', e.event_key)
+        WHEN c.status <> 'active'
+            THEN format('campaign %%s is %%s', c.campaign_code, c.status)
+    END,
+    %(correlation_id)s
+FROM marketing_event e
+JOIN campaign c ON c.tenant_id = e.tenant_id AND c.campaign_id = e.campaign_id
+WHERE e.tenant_id = leo_current_tenant() AND e.event_id = %(event_id)s
+ON CONFLICT (tenant_id, dispatch_id) DO NOTHING

@@ -1,0 +1,25 @@
+-- Which of the given dispatches can fan out now, with what the fan-out needs. Ready: still
+-- waiting, not already fanned out in this transaction, its snapshot sealed, and no member pinned
+-- to a profile version that has not arrived yet (members that pin nothing do not wait: they are
+-- suppressed). Each ready dispatch is noted in dispatch_emitted in the same statement.
+WITH ready AS (
+    SELECT d.dispatch_id, d.event_id, d.campaign_id, d.snapshot_id, d.task_id, d.channel,
+           d.suppress_reason, d.requested_at, d.correlation_id
+    FROM dispatch d
+    JOIN segment_snapshot_request r
+      ON r.tenant_id = d.tenant_id AND r.snapshot_id = d.snapshot_id AND r.state = 'sealed'
+    WHERE d.tenant_id = leo_current_tenant() AND d.dispatch_id = ANY (%(dispatch_ids)s)
+      AND d.state = 'waiting_for_snapshot'
+      AND NOT EXISTS (SELECT FROM dispatch_emitted e WHERE e.dispatch_id = d.dispatch_id)
+      AND NOT EXISTS (
+          SELECT FROM segment_snapshot_member m
+          WHERE m.tenant_id = d.tenant_id AND m.snapshot_id = d.snapshot_id
+            AND m.profile_version IS NOT NULL
+            AND NOT EXISTS (
+                SELECT FROM cdp_profile_version v
+                WHERE v.tenant_id = m.tenant_id AND v.profile_id = m.profile_id
+                  AND v.version = m.profile_version))
+), noted AS (
+    INSERT INTO dispatch_emitted (dispatch_id) SELECT dispatch_id FROM ready
+)
+SELECT * FROM ready ORDER BY dispatch_id
