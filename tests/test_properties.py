@@ -1,10 +1,12 @@
 """Property-based: the state is a function of the topics' contents, not of their interleaving.
 
-For random corpora, any interleaving across topics and partitions that keeps per-key order (the
-only order Kafka promises), with random duplicates (redeliveries) and random batch boundaries,
-must give the digest of the same corpus applied in publish order (SPEC §4.1-4.3). Messages go
-through the real codec and the engine's real decode and apply path against the real database;
-only the broker is left out, because its interleaving is exactly what the test must control.
+For random corpora (tenants, CDP profiles and memberships, campaigns, events, snapshot requests,
+agent decisions, dispatches and receipts), any interleaving across topics and partitions that
+keeps per-key order (the only order Kafka promises), with random duplicates (redeliveries) and
+random batch boundaries, must give the digest of the same corpus applied in publish order
+(SPEC §4.1-4.3). Messages go through the real codec and the engine's real decode and apply path
+against the real database; only the broker is left out, because its interleaving is exactly
+what the test must control.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leo_activation import corpus
+from leo_activation import corpus, db
 from leo_activation.contracts import from_json
 from leo_activation.devstack import Endpoints
 from leo_activation.digest import state_digest
@@ -32,14 +34,17 @@ from tests.fix_db import fresh_database
 Keyed = tuple[str, bytes, bytes]  # (logical topic, key, value)
 
 
-def encoded(engine: Engine, c: corpus.Corpus) -> list[Keyed]:
-    """The corpus as the bytes a producer would publish, in publish order (commands first)."""
-    out: list[Keyed] = []
+def encoded(engine: Engine, c: corpus.Corpus) -> tuple[list[Keyed], list[Keyed]]:
+    """The corpus as the bytes a producer would publish, in publish order: the tenant
+    registrations, and everything else."""
+    registrations: list[Keyed] = []
+    rest: list[Keyed] = []
     for topic in ("commands", "profile-changes", "receipts"):
         for message in c.topics.get(topic, []):
             kind, record = from_json(topic, message)
-            out.append((topic, message_key(topic, record), engine.codec.encode(kind, record)))
-    return out
+            keyed = (topic, message_key(topic, record), engine.codec.encode(kind, record))
+            (registrations if kind == "tenant_register" else rest).append(keyed)
+    return registrations, rest
 
 
 def interleave(messages: list[Keyed], rng: random.Random, duplicate_rate: float) -> list[Keyed]:
@@ -90,6 +95,16 @@ def deployment(stack: Endpoints, template: str) -> Iterator[Engine]:
         yield engine
 
 
+def fanned_out(engine: Engine) -> int:
+    """Delivery rows written by dispatch fan-outs, over every tenant."""
+    assert engine.settings.admin_database_url is not None
+    with db.connect(engine.settings.admin_database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM delivery_log WHERE delivery_status IN ('queued', 'suppressed')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def digest_of(engine: Engine) -> str:
     return state_digest(engine.settings)[0]
 
@@ -112,14 +127,15 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
     duplicate_rate: float,
     max_batch: int,
 ) -> None:
-    c = corpus.build(corpus_seed, n_tenants=2, n_profiles=6, n_segments=2, n_receipts=12)
+    c = corpus.build(
+        corpus_seed, n_tenants=2, n_profiles=6, n_segments=2, n_receipts=12, with_activation=True
+    )
     rng = random.Random(order_seed)
     with deployment(stack, db_template) as baseline:
-        messages = encoded(baseline, c)
-        registrations = [m for m in messages if m[0] == "commands"]
-        rest = [m for m in messages if m[0] != "commands"]
-        apply_in_batches(baseline, messages, random.Random(0), 10_000)
+        registrations, rest = encoded(baseline, c)
+        apply_in_batches(baseline, registrations + rest, random.Random(0), 10_000)
         expected = digest_of(baseline)
+        assert fanned_out(baseline) > 0, "the corpus must exercise snapshots and dispatch"
     with deployment(stack, db_template) as shuffled:
         # tenants exist before their traffic: registering is a precondition, not a race
         apply_in_batches(shuffled, registrations, rng, max_batch)
