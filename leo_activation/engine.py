@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -66,6 +67,8 @@ from leo_activation.settings import Settings
 from leo_activation.topics import INPUT_TOPICS, ensure_topics
 
 log = logging.getLogger("leo_activation.engine")
+UNREGISTERED_BACKOFF_S = 0.5  # pause before re-reading messages that wait for their tenant
+PROBE_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 CORRELATION_HEADER = "leo.correlation_id"
@@ -123,13 +126,30 @@ class BatchStats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    deferred: int = 0  # left unapplied and uncommitted, to be consumed again (see _defer)
     tenants: int = 0
     db_seconds: float = 0.0
     topics: dict[str, TopicCounts] = field(default_factory=dict)  # per logical topic
 
     def balanced(self) -> bool:
         """The accounting invariant: every consumed message is accounted for exactly once."""
-        return self.consumed == self.applied + self.duplicates + self.dead_lettered
+        return self.consumed == (
+            self.applied + self.duplicates + self.dead_lettered + self.deferred
+        )
+
+
+Coords = tuple[str, int, int]  # logical topic, partition, offset
+
+
+@dataclass(frozen=True)
+class Dead:
+    """A message on its way to the dead-letter topic."""
+
+    msg: Message
+    topic: str  # logical
+    error: PoisonMessage
+    tenant: str | None
+    correlation_id: str | None
 
 
 class Engine:
@@ -208,57 +228,78 @@ class Engine:
 
     # ------------------------------------------------------------------ one batch
     def _process(self, consumer: Consumer, out: TopicProducer, messages: list[Message]) -> None:
-        stats = BatchStats(consumed=len(messages))
-        dead: list[tuple[Message, str, PoisonMessage, str | None]] = []
-        correlations: dict[tuple[str, int, int], str | None] = {}
+        # 2. decode and validate: a poison message becomes a dead letter, the rest go on
+        by_tenant, dead, raw = self._decode_batch(messages)
+        # 3. apply, one database transaction per tenant
+        started = time.monotonic()
+        result = self.apply(by_tenant)
+        waiting = self._settle_unregistered(consumer, raw, result)
+        deferred = [d for d in dead if _at_or_after(d.msg, waiting)]  # judged again when re-read
+        dead = [d for d in dead if d not in deferred] + [
+            Dead(raw[(e.topic, e.partition, e.offset)], e.topic, error, str(e.tenant_id),
+                 e.correlation_id)
+            for e, error in result.rejected
+        ]  # fmt: skip
+        stats = self._batch_stats(messages, result, dead, len(deferred) + len(result.unregistered))
+        stats.tenants, stats.db_seconds = len(by_tenant), time.monotonic() - started
+        # 4. dead letters, emitted messages and offsets in one Kafka transaction
+        if not self._commit(consumer, out, _next_offsets(messages, waiting), dead, result.outgoing):
+            _rewind(consumer, messages)
+            return
+        self.run_after_commit(result)
+        if waiting:
+            _seek(consumer, waiting)
+            time.sleep(UNREGISTERED_BACKOFF_S)
+        self._report(stats, dead)
+
+    def _decode_batch(
+        self, messages: list[Message]
+    ) -> tuple[dict[uuid.UUID, list[Envelope]], list[Dead], dict[Coords, Message]]:
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
-        raw_by_coords: dict[tuple[str, int, int], Message] = {}
+        dead: list[Dead] = []
+        raw: dict[Coords, Message] = {}
         for msg in messages:
-            # 2. decode and validate
             if msg.error() is not None:
                 raise LeoError(f"Kafka consumer error: {msg.error()}")
             logical = self._physical_to_logical[str(msg.topic())]
-            stats.topics.setdefault(logical, TopicCounts()).consumed += 1
             try:
                 envelope = self.decode(logical, msg)
             except PoisonMessage as poison:
-                dead.append((msg, logical, poison, None))
+                dead.append(Dead(msg, logical, poison, None, _header_correlation(msg)))
                 continue
-            raw_by_coords[(logical, envelope.partition, envelope.offset)] = msg
-            correlations[(logical, envelope.partition, envelope.offset)] = envelope.correlation_id
+            raw[(logical, envelope.partition, envelope.offset)] = msg
             by_tenant[envelope.tenant_id].append(envelope)
+        return by_tenant, dead, raw
 
-        # 3. apply, one transaction per tenant
-        started = time.monotonic()
-        result = self.apply(by_tenant)
-        stats.db_seconds = time.monotonic() - started
-        for envelope, rejection in result.rejected:
-            msg = raw_by_coords[(envelope.topic, envelope.partition, envelope.offset)]
-            dead.append((msg, envelope.topic, rejection, str(envelope.tenant_id)))
-        stats.applied, stats.duplicates, stats.dead_lettered = (
-            result.applied,
-            result.duplicates,
-            len(dead),
+    def _batch_stats(
+        self, messages: list[Message], result: ApplyResult, dead: list[Dead], deferred: int
+    ) -> BatchStats:
+        stats = BatchStats(
+            consumed=len(messages),
+            applied=result.applied,
+            duplicates=result.duplicates,
+            dead_lettered=len(dead),
+            deferred=deferred,
         )
-        stats.tenants = len(by_tenant)
+        for msg in messages:
+            logical = self._physical_to_logical[str(msg.topic())]
+            stats.topics.setdefault(logical, TopicCounts()).consumed += 1
         for logical, (applied, duplicates) in result.by_topic.items():
             counts = stats.topics.setdefault(logical, TopicCounts())
             counts.applied, counts.duplicates = applied, duplicates
-        for _msg, logical, _poison, _tenant in dead:
-            stats.topics.setdefault(logical, TopicCounts()).dead_lettered += 1
+        for d in dead:
+            stats.topics.setdefault(d.topic, TopicCounts()).dead_lettered += 1
+        return stats
 
-        # 4. outputs and offsets in one Kafka transaction
-        if not self._commit(consumer, out, messages, dead, result.outgoing):
-            return
-        self.run_after_commit(result)
-        for msg, logical, error, tenant in dead:
-            coords = (logical, int(msg.partition() or 0), int(msg.offset() or 0))
+    def _report(self, stats: BatchStats, dead: list[Dead]) -> None:
+        for d in dead:
+            partition, offset = int(d.msg.partition() or 0), int(d.msg.offset() or 0)
             log.warning(
-                "dead-lettered %s/%d@%d: %s", *coords, error,
+                "dead-lettered %s/%d@%d: %s", d.topic, partition, offset, d.error,
                 extra={
-                    "event": "dead_letter", "topic": logical, "partition": coords[1],
-                    "offset": coords[2], "error_class": error.error_class, "tenant_id": tenant,
-                    "correlation_id": correlations.get(coords) or _header_correlation(msg),
+                    "event": "dead_letter", "topic": d.topic, "partition": partition,
+                    "offset": offset, "error_class": d.error.error_class, "tenant_id": d.tenant,
+                    "correlation_id": d.correlation_id,
                 },
             )  # fmt: skip
         if not stats.balanced():
@@ -266,6 +307,47 @@ class Engine:
         log.info("batch", extra={"event": "batch", **asdict(stats), "group": self.group})
         if self.on_batch is not None:
             self.on_batch(stats)
+
+    def _settle_unregistered(
+        self,
+        consumer: Consumer,
+        raw: dict[Coords, Message],
+        result: ApplyResult,
+    ) -> dict[tuple[str, int], int]:
+        """Decide the messages whose tenant is not registered: they wait (partition -> first
+        waiting offset is returned) while the commands topic still holds an unread command
+        published before them — the registration may be among them, and whether it was read
+        first must not decide the state (a replay reads topics in another interleaving);
+        otherwise the tenant is unknown for good and they are dead-lettered."""
+        if not result.unregistered:
+            return {}
+        raws = [raw[(e.topic, e.partition, e.offset)] for e in result.unregistered]
+        newest = max(_timestamp_ms(m) for m in raws)
+        if "commands" in self.logical_topics and self._unread_commands_before(consumer, newest):
+            waiting: dict[tuple[str, int], int] = {}
+            for m in raws:
+                key = (str(m.topic()), int(m.partition() or 0))
+                waiting[key] = min(waiting.get(key, 1 << 62), int(m.offset() or 0))
+            log.info("waiting for commands before %d messages of unregistered tenants", len(raws))
+            return waiting
+        for e in result.unregistered:
+            error = PoisonMessage("unknown_tenant", f"tenant {e.tenant_id} is not registered")
+            result.rejected.append((e, error))
+        result.unregistered = []
+        return {}
+
+    def _unread_commands_before(self, consumer: Consumer, timestamp_ms: int) -> bool:
+        """Whether the group has not yet consumed a command published at or before the time."""
+        topic = self.settings.topic("commands")
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        starts = []
+        for tp in consumer.committed(partitions, timeout=10):
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            start = max(tp.offset, low)
+            if start < high:  # maybe only a transaction marker: look at what is readable
+                starts.append(TopicPartition(topic, tp.partition, start))
+        return bool(starts) and _first_readable_before(self.settings, starts, timestamp_ms)
 
     def apply(self, by_tenant: dict[uuid.UUID, list[Envelope]]) -> ApplyResult:
         """Apply decoded envelopes, one database transaction per tenant (in tenant-id order)."""
@@ -329,11 +411,11 @@ class Engine:
                     continue
                 if handler.requires_active_tenant:
                     status = tenant_status(conn)
+                    if status is None:
+                        result.unregistered += envelopes
+                        continue
                     if status != "active":
-                        error = PoisonMessage(
-                            "unknown_tenant" if status is None else "disabled_tenant",
-                            f"tenant {tenant_id} is {status or 'not registered'}",
-                        )
+                        error = PoisonMessage("disabled_tenant", f"tenant {tenant_id} is {status}")
                         result.rejected += [(e, error) for e in envelopes]
                         continue
                 part = handler.apply(conn, tenant_id, envelopes, self.ctx)
@@ -374,29 +456,27 @@ class Engine:
         self,
         consumer: Consumer,
         out: TopicProducer,
-        messages: list[Message],
-        dead: list[tuple[Message, str, PoisonMessage, str | None]],
+        offsets: list[TopicPartition],
+        dead: list[Dead],
         outgoing: list[Outgoing],
     ) -> bool:
         """Produce outputs and commit offsets atomically; False if aborted (batch rewound)."""
         producer = out.producer
         try:
             producer.begin_transaction()
-            for msg, logical, poison, tenant in dead:
+            for d in dead:
                 key, value, headers = dead_letter(
                     self.codec,
-                    msg,
-                    logical_topic=logical,
+                    d.msg,
+                    logical_topic=d.topic,
                     group=self.group,
-                    error=poison,
-                    tenant_id=tenant,
+                    error=d.error,
+                    tenant_id=d.tenant,
                 )
                 out.produce_raw(self.settings.topic("dead-letters"), key, value, headers)
             for o in outgoing:
                 out.produce_raw(o.topic, o.key, o.value, o.headers)
-            producer.send_offsets_to_transaction(
-                _next_offsets(messages), consumer.consumer_group_metadata(), 60
-            )
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
             _commit_transaction(producer, self.on_retry)
         except KafkaException as exc:
             error = exc.args[0]
@@ -404,7 +484,6 @@ class Engine:
                 producer.abort_transaction(60)
                 if self.on_retry is not None:
                     self.on_retry("kafka")
-                _rewind(consumer, messages)
                 log.warning("Kafka transaction aborted (%s); batch will be re-applied", error)
                 return False
             raise LeoError(f"Kafka transaction failed: {exc}") from exc
@@ -463,20 +542,70 @@ def _is_partition_eof(msg: Message) -> bool:
     return err is not None and err.code() == KafkaError._PARTITION_EOF
 
 
-def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
+def _next_offsets(
+    messages: list[Message], waiting: dict[tuple[str, int], int] | None = None
+) -> list[TopicPartition]:
+    """The offsets to commit: past the batch, but not past a partition's first waiting message."""
     highest: dict[tuple[str, int], int] = {}
     for m in messages:
         key = (str(m.topic()), int(m.partition() or 0))
         highest[key] = max(highest.get(key, -1), int(m.offset() or 0))
-    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(highest.items())]
+    committed = {key: offset + 1 for key, offset in highest.items()} | (waiting or {})
+    return [TopicPartition(t, p, o) for (t, p), o in sorted(committed.items())]
+
+
+def _timestamp_ms(msg: Message) -> int:
+    kind, value = msg.timestamp()
+    return int(value) if kind != TIMESTAMP_NOT_AVAILABLE else 0
+
+
+def _first_readable_before(
+    settings: Settings, starts: list[TopicPartition], timestamp_ms: int
+) -> bool:
+    """Whether any partition's first committed message from ``starts`` was published at or
+    before ``timestamp_ms`` (per partition, later messages are later)."""
+    probe = Consumer(
+        {
+            "bootstrap.servers": settings.require_kafka(),
+            "group.id": f"leo-probe-{uuid.uuid4().hex}",  # never commits: no group state kept
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            **settings.extra_kafka,
+        }
+    )
+    try:
+        probe.assign(starts)
+        pending = {tp.partition for tp in starts}
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while pending and time.monotonic() < deadline:
+            msg = probe.poll(0.2)
+            if msg is None:
+                continue
+            pending.discard(int(msg.partition() or 0))
+            if msg.error() is None and _timestamp_ms(msg) <= timestamp_ms:
+                return True
+        return bool(pending)  # could not tell in time: keep waiting rather than lose a message
+    finally:
+        probe.close()
+
+
+def _at_or_after(msg: Message, waiting: dict[tuple[str, int], int]) -> bool:
+    first = waiting.get((str(msg.topic()), int(msg.partition() or 0)))
+    return first is not None and int(msg.offset() or 0) >= first
 
 
 def _rewind(consumer: Consumer, messages: list[Message]) -> None:
+    """Read the batch's partitions again from its first message in each."""
     lowest: dict[tuple[str, int], int] = {}
     for m in messages:
         key = (str(m.topic()), int(m.partition() or 0))
         lowest[key] = min(lowest.get(key, 1 << 62), int(m.offset() or 0))
-    for (topic, partition), offset in lowest.items():
+    _seek(consumer, lowest)
+
+
+def _seek(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+    for (topic, partition), offset in offsets.items():
         consumer.seek(TopicPartition(topic, partition, offset))
 
 

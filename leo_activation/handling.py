@@ -44,6 +44,8 @@ class ApplyResult:
     applied: int = 0
     duplicates: int = 0
     rejected: list[tuple[Envelope, PoisonMessage]] = field(default_factory=list)
+    # messages of a tenant not registered (yet): the engine decides whether they wait or die
+    unregistered: list[Envelope] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
     # run against the database after the Kafka transaction committed (e.g. mark a fan-out done)
     after_commit: list[Callable[[psycopg.Connection[Any]], None]] = field(default_factory=list)
@@ -57,6 +59,7 @@ class ApplyResult:
             before = self.by_topic.get(topic, (0, 0))
             self.by_topic[topic] = (before[0] + applied, before[1] + duplicates)
         self.rejected += other.rejected
+        self.unregistered += other.unregistered
         self.outgoing += other.outgoing
         self.after_commit += other.after_commit
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import psycopg
+from confluent_kafka import Consumer
 
 from leo_activation import corpus
 from leo_activation.devstack import Endpoints
 from leo_activation.digest import state_digest
+from leo_activation.engine import Engine, consumer_config
 from leo_activation.settings import Settings
-from tests.fix_app import drain, publish_corpus, totals
+from tests.fix_app import drain, publish_corpus, read_topic, totals
 from tests.fix_db import fresh_database, tenant_tx
 
 
@@ -51,3 +53,31 @@ def test_replaying_into_an_empty_database_reproduces_the_state(
         rebuilt = replace(settings, database_url=empty.app_url, admin_database_url=empty.admin_url)
         drain(rebuilt, group=settings.group_id + "-rebuild")
         assert state_digest(rebuilt)[0] == before
+
+
+def test_traffic_waits_for_an_unread_registration_and_dies_only_when_none_is_coming(
+    settings: Settings,
+) -> None:
+    c = corpus.build(9, n_tenants=1, n_profiles=2, n_receipts=4, duplicate_rate=0)
+    publish_corpus(settings, corpus.Corpus({"commands": c.topics["commands"]}))
+    publish_corpus(settings, corpus.Corpus({"receipts": c.topics["receipts"]}))
+    receipts = read_topic(settings, "receipts")
+    engine = Engine(settings)
+    consumer = Consumer(consumer_config(settings, settings.group_id))
+    try:
+        newest = max(m.timestamp()[1] for m in receipts)
+        # the registration was published first but nobody has read it: the receipts must wait
+        assert engine._unread_commands_before(consumer, newest)
+        drain(settings, idle=1.5)  # reads everything, registration included
+        assert not engine._unread_commands_before(consumer, newest)
+        # a command published after the traffic does not hold it back
+        publish_corpus(settings, corpus.Corpus({"commands": c.topics["commands"]}))
+        assert not engine._unread_commands_before(consumer, newest)
+    finally:
+        consumer.close()
+    total = totals(drain(settings, idle=1.5))
+    assert total.dead_lettered == 0
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as conn, tenant_tx(conn, corpus.tenants(9, 1)[0]):
+        row = conn.execute("SELECT count(*) FROM delivery_log").fetchone()
+    assert row == (4,)
