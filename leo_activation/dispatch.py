@@ -45,17 +45,17 @@ different delivery.
 **Scale.** Ready-check, member selection and the final insert are single statements; members are
 read through a server-side cursor in chunks of :data:`CHUNK`, their ids computed here (uuid5 over
 the canonical key, exactly as :mod:`leo_activation.ids` defines them; the database has no SHA-1)
-and COPYed back in chunks. No statement runs per member. The requests themselves are returned as
-one list, because the engine's ``ApplyResult.outgoing`` is a list produced after the database
-commit; a million-member fan-out therefore holds its encoded requests in memory until the Kafka
-transaction. Streaming them instead (a ``WITH HOLD`` cursor read while the engine produces) needs
-an engine hook that ``ApplyResult`` does not have yet.
+and COPYed back in chunks. No statement runs per member. The requests are not built here: the
+fan-out returns a stream (``ApplyResult.streams``) that the engine runs inside the Kafka
+transaction, reading the committed queued rows back in chunks, so memory stays flat whatever the
+audience size; streams are keyed by dispatch, so two triggers of one dispatch produce it once.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,7 +64,7 @@ import psycopg
 from psycopg import sql
 
 from leo_activation import db, ids
-from leo_activation.handling import ApplyContext, ApplyResult, Outgoing
+from leo_activation.handling import ApplyContext, ApplyResult, Outgoing, OutgoingStream
 from leo_activation.resources import sql_text
 from leo_activation.topics import message_key
 
@@ -131,7 +131,8 @@ def fan_out(
     if not ready:
         return result
     for dispatch in ready:
-        result.outgoing += _fan_out_one(conn, tenant_id, dispatch, ctx)
+        stream = _fan_out_one(conn, tenant_id, dispatch, ctx)
+        result.streams[("dispatch", tenant_id, dispatch.dispatch_id)] = stream
     conn.execute(sql_text("queries/dispatch_deliveries_insert.sql"))
     result.after_commit.append(_marker(tenant_id, [d.dispatch_id for d in ready]))
     return result
@@ -139,10 +140,8 @@ def fan_out(
 
 def _fan_out_one(
     conn: psycopg.Connection[Any], tenant_id: uuid.UUID, d: ReadyDispatch, ctx: ApplyContext
-) -> list[Outgoing]:
-    """Stage one dispatch's delivery rows and build its requests, chunk by chunk."""
-    topic = ctx.settings.topic("delivery-requests")
-    outgoing: list[Outgoing] = []
+) -> OutgoingStream:
+    """Stage one dispatch's delivery rows, chunk by chunk; return the stream of its requests."""
     params = {
         "snapshot_id": d.snapshot_id,
         "channel": d.channel,
@@ -164,17 +163,26 @@ def _fan_out_one(
                     d.requested_at, d.correlation_id, profile_version,
                 )  # fmt: skip
                 rows.append(row)
-                if reason is None:
-                    record = _request(tenant_id, d, delivery, profile_id, destination)
-                    outgoing.append(
-                        Outgoing(
-                            topic=topic,
-                            key=message_key("delivery-requests", record),
-                            value=ctx.codec.encode("delivery_request", record),
-                        )
-                    )
             _copy(conn, rows)
-    return outgoing
+    return functools.partial(_requests, tenant_id, d, ctx)
+
+
+def _requests(
+    tenant_id: uuid.UUID, d: ReadyDispatch, ctx: ApplyContext, conn: psycopg.Connection[Any]
+) -> Iterator[Outgoing]:
+    """The dispatch's requests, read back from its committed queued rows in chunks (run by the
+    engine inside the Kafka transaction, so a million requests never sit in memory at once)."""
+    topic = ctx.settings.topic("delivery-requests")
+    with db.tenant_transaction(conn, tenant_id), conn.cursor(name="fan_out_requests") as cur:
+        cur.execute(sql_text("queries/dispatch_requests.sql"), {"dispatch_id": d.dispatch_id})
+        while chunk := cur.fetchmany(CHUNK):
+            for delivery, profile_id, destination in chunk:
+                record = _request(tenant_id, d, delivery, profile_id, destination)
+                yield Outgoing(
+                    topic=topic,
+                    key=message_key("delivery-requests", record),
+                    value=ctx.codec.encode("delivery_request", record),
+                )
 
 
 def _request(

@@ -24,7 +24,7 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
@@ -59,6 +59,7 @@ from leo_activation.handling import (
     Envelope,
     Handler,
     Outgoing,
+    OutgoingStream,
     tenant_status,
 )
 from leo_activation.producers import TopicProducer
@@ -243,7 +244,11 @@ class Engine:
         stats = self._batch_stats(messages, result, dead, len(deferred) + len(result.unregistered))
         stats.tenants, stats.db_seconds = len(by_tenant), time.monotonic() - started
         # 4. dead letters, emitted messages and offsets in one Kafka transaction
-        if not self._commit(consumer, out, _next_offsets(messages, waiting), dead, result.outgoing):
+        offsets = _next_offsets(messages, waiting)
+        streams = result.streams.values()
+        if not self._commit(
+            consumer, out, offsets=offsets, dead=dead, outgoing=result.outgoing, streams=streams
+        ):
             _rewind(consumer, messages)
             return
         self.run_after_commit(result)
@@ -456,9 +461,11 @@ class Engine:
         self,
         consumer: Consumer,
         out: TopicProducer,
+        *,
         offsets: list[TopicPartition],
         dead: list[Dead],
         outgoing: list[Outgoing],
+        streams: Iterable[OutgoingStream] = (),
     ) -> bool:
         """Produce outputs and commit offsets atomically; False if aborted (batch rewound)."""
         producer = out.producer
@@ -476,6 +483,9 @@ class Engine:
                 out.produce_raw(self.settings.topic("dead-letters"), key, value, headers)
             for o in outgoing:
                 out.produce_raw(o.topic, o.key, o.value, o.headers)
+            for stream in streams:
+                for o in stream(self._connection()):
+                    out.produce_raw(o.topic, o.key, o.value, o.headers)
             producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
             _commit_transaction(producer, self.on_retry)
         except KafkaException as exc:
@@ -487,6 +497,10 @@ class Engine:
                 log.warning("Kafka transaction aborted (%s); batch will be re-applied", error)
                 return False
             raise LeoError(f"Kafka transaction failed: {exc}") from exc
+        except psycopg.Error as exc:  # a stream's database read failed: nothing is committed
+            producer.abort_transaction(60)
+            log.warning("database read inside the Kafka transaction failed (%s); re-applying", exc)
+            return False
         return True
 
 

@@ -4,7 +4,7 @@ envelopes of one tenant, inside that tenant's transaction) and what it returns."
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +39,10 @@ class Outgoing:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+# Produces messages from the database after the apply transaction committed (own transaction).
+OutgoingStream = Callable[[psycopg.Connection[Any]], Iterator[Outgoing]]
+
+
 @dataclass
 class ApplyResult:
     applied: int = 0
@@ -47,6 +51,9 @@ class ApplyResult:
     # messages of a tenant not registered (yet): the engine decides whether they wait or die
     unregistered: list[Envelope] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
+    # large outputs read back from the database while the Kafka transaction is open, so they are
+    # never all in memory; keyed so that two triggers of the same work produce it once
+    streams: dict[Hashable, OutgoingStream] = field(default_factory=dict)
     # run against the database after the Kafka transaction committed (e.g. mark a fan-out done)
     after_commit: list[Callable[[psycopg.Connection[Any]], None]] = field(default_factory=list)
     # (applied, duplicates) per logical topic; the engine fills it from each handler's result
@@ -61,6 +68,7 @@ class ApplyResult:
         self.rejected += other.rejected
         self.unregistered += other.unregistered
         self.outgoing += other.outgoing
+        self.streams.update(other.streams)
         self.after_commit += other.after_commit
 
 
