@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from leo_activation.codec import REGISTRY_MAGIC, SingleObjectCodec, make_codec
 from leo_activation.errors import LeoError, PoisonMessage, UsageError
 from leo_activation.producers import TopicProducer
 from leo_activation.replay import admin_client, topic_partitions
 from leo_activation.settings import Settings, SettingsError
-from leo_activation.topics import INPUT_TOPICS
+from leo_activation.topics import INPUT_TOPICS, READ_TIMEOUT_S, read_to_end, reader
 
 REDRIVEN_FROM_HEADER = "leo.redriven-from"
 REDRIVEN_PARTITION_HEADER = "leo.redriven-from-partition"
-READ_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,46 +89,11 @@ def _entry(settings: Settings, msg: Message, single: bool) -> DeadLetterEntry:
     )
 
 
-def _reader(settings: Settings) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": settings.require_kafka(),
-            "group.id": f"leo-dead-letters-{uuid.uuid4().hex[:8]}",  # never joins nor commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            **settings.extra_kafka,
-        }
-    )
-
-
 def read_all(settings: Settings) -> tuple[list[Message], bool]:
     """Every committed dead letter (partition order, then offset) and whether there is one
     partition."""
-    topic = settings.topic("dead-letters")
-    partitions = topic_partitions(admin_client(settings), topic)
-    consumer = _reader(settings)
-    messages: list[Message] = []
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        at_end: set[int] = set()
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while len(at_end) < len(partitions):
-            if time.monotonic() > deadline:
-                raise LeoError(f"reading {topic} took longer than {READ_TIMEOUT_S:.0f}s")
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(int(msg.partition() or 0))
-                    continue
-                raise LeoError(f"cannot read {topic}: {error}")
-            messages.append(msg)
-    finally:
-        consumer.close()
-    messages.sort(key=lambda m: (m.partition(), m.offset()))
+    messages = read_to_end(settings, "dead-letters")
+    partitions = topic_partitions(admin_client(settings), settings.topic("dead-letters"))
     return messages, len(partitions) == 1
 
 
@@ -164,7 +127,7 @@ def parse_id(text: str, partitions: int) -> tuple[int, int]:
 def fetch(settings: Settings, partition: int, offset: int) -> Message:
     """The dead-letter message at exactly ``partition:offset`` (LeoError if there is none)."""
     topic = settings.topic("dead-letters")
-    consumer = _reader(settings)
+    consumer = reader(settings, "dead-letters")
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + READ_TIMEOUT_S

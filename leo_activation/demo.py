@@ -35,11 +35,8 @@ from typing import IO, Any
 
 import psycopg
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
     KafkaException,
-    Message,
     TopicPartition,
 )
 from psycopg.rows import dict_row
@@ -53,13 +50,12 @@ from leo_activation.producers import TopicProducer
 from leo_activation.producers.publish import publish
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
-from leo_activation.topics import ensure_topics, message_key
+from leo_activation.topics import READ_TIMEOUT_S, ensure_topics, message_key, read_to_end, reader
 
 DEMO_SEED = 2026
 DEFAULT_TOPIC_PREFIX = "leo-demo."
 DEFAULT_IDLE_S = 2.0
 N_PROFILES = 12
-READ_TIMEOUT_S = 60.0
 MAX_DEAD_LETTERS_SHOWN = 5
 PROVIDERS = {"email": "sendgrid", "sms": "twilio", "push": "fcm", "zalo": "zalo-oa"}
 STATUS_COLUMNS = (
@@ -227,7 +223,7 @@ def _end_offsets(settings: Settings, logical: str) -> dict[int, int]:
 
     A topic created a moment ago may not have elected its partition leaders yet; retriable
     errors are retried until ``READ_TIMEOUT_S``."""
-    consumer = _reader(settings)
+    consumer = reader(settings, "demo")
     topic = settings.topic(logical)
     deadline = time.monotonic() + READ_TIMEOUT_S
     try:
@@ -253,60 +249,10 @@ def _end_offsets(settings: Settings, logical: str) -> dict[int, int]:
         consumer.close()
 
 
-def _reader(settings: Settings) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": settings.require_kafka(),
-            "group.id": f"leo-demo-reader-{uuid.uuid4().hex[:8]}",  # assign() only; never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            **settings.extra_kafka,
-        }
-    )
-
-
-def read_topic(
-    settings: Settings, logical: str, start: dict[int, int] | None = None
-) -> list[Message]:
-    """Every committed message of a topic from ``start`` (default: the beginning) to its end."""
-    consumer = _reader(settings)
-    topic = settings.topic(logical)
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
-        offsets = start or {}
-        consumer.assign(
-            [TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in partitions]
-        )
-        messages: list[Message] = []
-        at_end: set[int] = set()
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while len(at_end) < len(partitions):
-            if time.monotonic() > deadline:
-                raise LeoError(
-                    f"reading {topic} did not reach its end within {READ_TIMEOUT_S:.0f}s"
-                )
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(int(msg.partition() or 0))
-                    continue
-                if error.retriable():  # e.g. a leader moving: the client retries by itself
-                    continue
-                raise LeoError(f"reading {topic}: {error}")
-            messages.append(msg)
-        return messages
-    finally:
-        consumer.close()
-
-
 def delivery_requests(settings: Settings, codec: Codec) -> list[Request]:
     """Every distinct delivery request published so far (a re-dispatch may repeat one)."""
     found: dict[tuple[str, str], Request] = {}
-    for msg in read_topic(settings, "delivery-requests"):
+    for msg in read_to_end(settings, "delivery-requests"):
         _kind, r = codec.decode("delivery-requests", msg.value())
         request = Request(
             tenant_id=str(r["tenant_id"]),
@@ -331,7 +277,7 @@ def dead_letters_since(settings: Settings, codec: Codec, start: dict[int, int]) 
     """Dead letters written since ``start``; the tenant comes from the record, else from the
     original message key (``tenant:...``), which a message that failed to decode still has."""
     found = []
-    for msg in read_topic(settings, "dead-letters", start):
+    for msg in read_to_end(settings, "dead-letters", start):
         try:
             _kind, record = codec.decode("dead-letters", msg.value())
         except PoisonMessage as exc:

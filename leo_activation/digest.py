@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from leo_activation import db
-from leo_activation.errors import LeoError, UsageError
+from leo_activation import db, ids
+from leo_activation.errors import LeoError
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
@@ -113,12 +113,7 @@ def state_digest(
 
 
 def cli_digest(settings: Settings, args: Any) -> int:
-    tenant = None
-    if args.tenant:
-        try:
-            tenant = uuid.UUID(args.tenant)
-        except ValueError:
-            raise UsageError(f"--tenant {args.tenant!r} is not a uuid") from None
+    tenant = ids.parse(args.tenant, "--tenant") if args.tenant else None
     digest, per_tenant = state_digest(settings, tenant)
     print(digest)
     if args.tables:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -65,7 +66,7 @@ from leo_activation.handling import (
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.dead_letters import dead_letter
 from leo_activation.settings import Settings
-from leo_activation.topics import INPUT_TOPICS, ensure_topics
+from leo_activation.topics import INPUT_TOPICS, ensure_topics, reader
 
 log = logging.getLogger("leo_activation.engine")
 UNREGISTERED_BACKOFF_S = 0.5  # pause before re-reading messages that wait for their tenant
@@ -78,6 +79,7 @@ CORRELATION_HEADER = "leo.correlation_id"
 # for its partitions are unreadable and a restarted consumer waits (the producers' default of
 # 15 minutes, sized for large ``publish`` transactions, would stall recovery that long).
 TRANSACTION_TIMEOUT_MS = 60_000
+SEND_OFFSETS_TIMEOUT_S = 30
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
@@ -177,6 +179,7 @@ class Engine:
         self.on_retry = on_retry  # "db" or "kafka", each time a transient fault is retried
         self.consumer: Consumer | None = None  # while run() runs (metrics read lag from it)
         self.stopping = False
+        self._wedged: list[Producer] = []  # producers whose API call hung (see _send_offsets)
         self._conn: psycopg.Connection[Any] | None = None
         self._physical_to_logical = {settings.topic(t): t for t in self.logical_topics}
 
@@ -187,12 +190,7 @@ class Engine:
     def run(self, until_idle: float | None = None) -> None:
         ensure_topics(self.settings)
         consumer = Consumer(consumer_config(self.settings, self.group))
-        out = TopicProducer(
-            self.settings,
-            codec=self.codec,
-            transactional=True,
-            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-        )
+        out = self._transactional_producer()
         assigned = blocked = False
         last_message = time.monotonic()
 
@@ -235,12 +233,15 @@ class Engine:
         started = time.monotonic()
         result = self.apply(by_tenant)
         waiting = self._settle_unregistered(consumer, raw, result)
-        deferred = [d for d in dead if _at_or_after(d.msg, waiting)]  # judged again when re-read
-        dead = [d for d in dead if d not in deferred] + [
+        dead += [
             Dead(raw[(e.topic, e.partition, e.offset)], e.topic, error, str(e.tenant_id),
                  e.correlation_id)
             for e, error in result.rejected
         ]  # fmt: skip
+        # decoded or applied, a message at or after a waiting offset is read and judged again:
+        # dead-lettering it now too would dead-letter it twice
+        deferred = [d for d in dead if _at_or_after(d.msg, waiting)]
+        dead = [d for d in dead if d not in deferred]
         stats = self._batch_stats(messages, result, dead, len(deferred) + len(result.unregistered))
         stats.tenants, stats.db_seconds = len(by_tenant), time.monotonic() - started
         # 4. dead letters, emitted messages and offsets in one Kafka transaction
@@ -457,6 +458,14 @@ class Engine:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ Kafka transaction
+    def _transactional_producer(self) -> TopicProducer:
+        return TopicProducer(
+            self.settings,
+            codec=self.codec,
+            transactional=True,
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        )
+
     def _commit(
         self,
         consumer: Consumer,
@@ -486,11 +495,22 @@ class Engine:
             for stream in streams:
                 for o in stream(self._connection()):
                     out.produce_raw(o.topic, o.key, o.value, o.headers)
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
+            _send_offsets(producer, offsets, consumer.consumer_group_metadata())
             _commit_transaction(producer, self.on_retry)
+        except _ProducerWedged:
+            # Its blocked call still runs in a helper thread: keep the producer referenced (never
+            # destroyed under it) and go on with a new one. The broker aborts the stuck
+            # transaction after TRANSACTION_TIMEOUT_MS; this batch is re-applied (idempotent).
+            self._wedged.append(producer)
+            out.producer = self._transactional_producer().producer
+            if self.on_retry is not None:
+                self.on_retry("kafka")
+            log.error("Kafka transaction API hung; replaced the producer, batch will be re-applied")
+            return False
         except KafkaException as exc:
             error = exc.args[0]
-            if isinstance(error, KafkaError) and error.txn_requires_abort():
+            # a retriable error here is send_offsets giving up on an unavailable coordinator
+            if isinstance(error, KafkaError) and (error.txn_requires_abort() or error.retriable()):
                 producer.abort_transaction(60)
                 if self.on_retry is not None:
                     self.on_retry("kafka")
@@ -502,6 +522,34 @@ class Engine:
             log.warning("database read inside the Kafka transaction failed (%s); re-applying", exc)
             return False
         return True
+
+
+class _ProducerWedged(Exception):
+    """A transactional API call did not return within its own timeout."""
+
+
+def _send_offsets(
+    producer: Producer, offsets: list[TopicPartition], group_metadata: object
+) -> None:
+    """``send_offsets_to_transaction`` with a deadline of our own: librdkafka can block in it
+    forever, past its timeout, when the broker that was the group coordinator went away (a
+    broker restart): confluentinc/librdkafka#5456 and #5511. Raises ``_ProducerWedged`` then."""
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            producer.send_offsets_to_transaction(offsets, group_metadata, SEND_OFFSETS_TIMEOUT_S)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call, name="leo-send-offsets", daemon=True)
+    worker.start()
+    worker.join(SEND_OFFSETS_TIMEOUT_S + 10)
+    if not outcome:
+        raise _ProducerWedged()
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _commit_transaction(producer: Producer, on_retry: Callable[[str], None] | None = None) -> None:
@@ -578,16 +626,7 @@ def _first_readable_before(
 ) -> bool:
     """Whether any partition's first committed message from ``starts`` was published at or
     before ``timestamp_ms`` (per partition, later messages are later)."""
-    probe = Consumer(
-        {
-            "bootstrap.servers": settings.require_kafka(),
-            "group.id": f"leo-probe-{uuid.uuid4().hex}",  # never commits: no group state kept
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            **settings.extra_kafka,
-        }
-    )
+    probe = reader(settings, "probe")
     try:
         probe.assign(starts)
         pending = {tp.partition for tp in starts}

@@ -15,8 +15,18 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from leo_activation.errors import UsageError
+
 ID_SCHEME = "leo-activation/ids/v1"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, ID_SCHEME)
+
+
+def parse(value: str, what: str) -> uuid.UUID:
+    """A user-given id as a UUID, or a usage error naming ``what`` it was meant to be."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise UsageError(f"{what} {value!r} is not a uuid") from None
 
 
 def _canonical_default(value: object) -> object:

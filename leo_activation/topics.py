@@ -9,10 +9,19 @@ topic has a single partition, so a dead letter's offset alone names it (``dead-l
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -59,3 +68,60 @@ def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise LeoError(f"cannot create topic {topic}: {exc}") from exc
+
+
+READ_TIMEOUT_S = 60.0
+
+
+def reader(settings: Settings, purpose: str) -> Consumer:
+    """A consumer for ``assign()`` reads: read-committed, reports partition ends, and never
+    commits, so its throw-away group id leaves no group behind."""
+    return Consumer(
+        {
+            "bootstrap.servers": settings.require_kafka(),
+            "group.id": f"leo-{purpose}-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            **settings.extra_kafka,
+        }
+    )
+
+
+def read_to_end(
+    settings: Settings, logical: str, start: dict[int, int] | None = None
+) -> list[Message]:
+    """Every committed message of a topic from ``start`` (partition -> offset; default the
+    beginning) to its current end, in partition then offset order."""
+    consumer = reader(settings, "read")
+    topic = settings.topic(logical)
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
+        offsets = start or {}
+        consumer.assign(
+            [TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in partitions]
+        )
+        messages: list[Message] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while len(at_end) < len(partitions):
+            if time.monotonic() > deadline:
+                raise LeoError(
+                    f"reading {topic} did not reach its end within {READ_TIMEOUT_S:.0f}s"
+                )
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(int(msg.partition() or 0))
+                    continue
+                if error.retriable():  # e.g. a leader moving: the client retries by itself
+                    continue
+                raise LeoError(f"reading {topic}: {error}")
+            messages.append(msg)
+        messages.sort(key=lambda m: (int(m.partition() or 0), int(m.offset() or 0)))
+        return messages
+    finally:
+        consumer.close()

@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from leo_activation import db
-from leo_activation.errors import LeoError, UsageError
+from leo_activation import db, ids
+from leo_activation.errors import LeoError
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
@@ -39,14 +39,6 @@ Document = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------- reading
-def parse_uuid(value: str, what: str) -> uuid.UUID:
-    """``value`` as a UUID, or a usage error naming ``what`` it was meant to be."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise UsageError(f"{what} {value!r} is not a uuid") from None
-
-
 def _rows(conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any]) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cursor:
         cursor.execute(sql_text(query), params)
@@ -417,8 +409,8 @@ def render_profile(doc: Document) -> str:
 # ---------------------------------------------------------------------------- CLI
 def cli_trace(settings: Settings, args: Any) -> int:
     what: str = args.what
-    object_id = parse_uuid(args.id, f"{what} id")
-    tenant_id = parse_uuid(args.tenant, "--tenant")
+    object_id = ids.parse(args.id, f"{what} id")
+    tenant_id = ids.parse(args.tenant, "--tenant")
     document = read_trace(settings, tenant_id, what, object_id)
     if document is None:
         raise LeoError(f"{what} {object_id} not found for tenant {tenant_id}")

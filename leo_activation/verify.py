@@ -29,7 +29,7 @@ import psycopg
 from confluent_kafka import KafkaException
 from psycopg import sql
 
-from leo_activation import db
+from leo_activation import db, ids
 from leo_activation.digest import StateTable, combine, list_tenants, row_texts, state_tables
 from leo_activation.digest import tenant_digest as table_digests
 from leo_activation.engine import Engine
@@ -275,12 +275,7 @@ def _cleanup(settings: Settings, admin_dsn: str, scratch: str, group: str, prefi
 
 
 def cli_verify(settings: Settings, args: Any) -> int:
-    tenant = None
-    if args.tenant:
-        try:
-            tenant = uuid.UUID(args.tenant)
-        except ValueError:
-            raise UsageError(f"--tenant {args.tenant!r} is not a uuid") from None
+    tenant = ids.parse(args.tenant, "--tenant") if args.tenant else None
     if args.idle <= 0:
         raise UsageError("--idle must be more than 0 seconds")
     settings.require_kafka()

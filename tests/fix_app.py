@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from leo_activation.contracts import from_json
 from leo_activation.corpus import Corpus
@@ -17,6 +15,7 @@ from leo_activation.devstack import Endpoints
 from leo_activation.engine import BatchStats, Engine
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
+from leo_activation.topics import read_to_end
 from tests.fix_db import DbUrls
 
 
@@ -45,38 +44,9 @@ def drain(settings: Settings, group: str | None = None, idle: float = 2.0) -> li
     return batches
 
 
-def read_topic(settings: Settings, logical: str, timeout: float = 10.0) -> list[Any]:
+def read_topic(settings: Settings, logical: str) -> list[Any]:
     """Every committed message on a topic (read_committed), from the beginning."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.subscribe([settings.topic(logical)])
-    messages: list[Any] = []
-    eof: set[int] = set()
-    deadline = time.monotonic() + timeout
-    partitions: int | None = None
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            if partitions is not None and len(eof) >= partitions:
-                break
-            continue
-        if msg.error():
-            eof.add(msg.partition())
-            partitions = len(consumer.assignment())
-            if len(eof) >= partitions:
-                break
-            continue
-        messages.append(msg)
-    consumer.close()
-    return messages
+    return read_to_end(settings, logical)
 
 
 def totals(batches: Iterable[BatchStats]) -> BatchStats:
