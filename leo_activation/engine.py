@@ -100,6 +100,15 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         "max.poll.interval.ms": 600_000,
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
+        # Prefetch about a batch per partition, in fetches of at most 1 MiB compressed. The
+        # librdkafka defaults (100,000 messages a partition, 64 MiB, 1 MiB a partition and 50 MiB
+        # a fetch, decompressed on arrival) let memory grow with how far behind the consumer is;
+        # these keep batches just as full (see docs/performance.md).
+        "queued.min.messages": max(1_000, settings.batch_size),
+        "queued.max.messages.kbytes": 16_384,
+        "fetch.max.bytes": 1 << 20,
+        "max.partition.fetch.bytes": 256 << 10,
+        "fetch.queue.backoff.ms": 20,  # re-check a full queue soon (default: a whole second)
         **settings.extra_kafka,
     }
 

@@ -1,0 +1,69 @@
+"""The receipts consumer writes a receipt's canonical fact JSON by hand (its hot spot); this checks
+that the row id is still exactly ``ids.delivery_fact_id`` over the generic canonical form."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leo_activation import ids
+from leo_activation.consumers.receipts import receipt_row
+from leo_activation.handling import Envelope
+
+text = st.text(max_size=40)  # any unicode, including quotes, backslashes and control characters
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+def reference_id(tenant: uuid.UUID, r: dict[str, Any]) -> uuid.UUID:
+    """The generic derivation the consumer shipped with (SPEC §4.1 ids)."""
+    fact = {
+        "fact": "receipt",
+        "status": r["status"],
+        "provider": r["provider"],
+        "provider_message_id": r["provider_message_id"],
+        "occurred_at": r["occurred_at"],
+        "destination": r["destination"],
+        "channel": r["channel"],
+        "provider_response": json.loads(r["provider_response"]),
+    }
+    return ids.delivery_fact_id(tenant, uuid.UUID(str(r["delivery_id"])), fact)
+
+
+@st.composite
+def receipts(draw: st.DrawFn) -> dict[str, Any]:
+    response = draw(st.dictionaries(text, json_values, max_size=4))
+    return {
+        "tenant_id": draw(st.uuids()),
+        "delivery_id": draw(st.uuids()),
+        "provider": draw(text),
+        "provider_message_id": draw(st.none() | text),
+        "status": draw(st.sampled_from(["sent", "delivered", "failed", "bounced", "clicked"])),
+        "occurred_at": datetime(2020, 1, 1, tzinfo=UTC)
+        + timedelta(microseconds=draw(st.integers(min_value=0, max_value=10**16))),
+        "destination": draw(st.none() | text),
+        "channel": draw(st.none() | st.sampled_from(["email", "sms", "push", "zalo"])),
+        # providers send any JSON text; the row keeps its canonical form
+        "provider_response": json.dumps(response, indent=draw(st.none() | st.just(1))),
+        "correlation_id": None,
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=receipts())
+def test_receipt_row_id_is_the_generic_fact_id(record: dict[str, Any]) -> None:
+    tenant = record["tenant_id"]
+    envelope = Envelope("receipts", 0, 0, None, "delivery_receipt", record, tenant, None)
+    row = receipt_row(envelope)
+    assert uuid.UUID(row[1]) == reference_id(tenant, record)
+    assert (uuid.UUID(row[0]), uuid.UUID(row[2])) == (tenant, record["delivery_id"])
+    assert row[8] == ids.canonical_json(json.loads(record["provider_response"]))
