@@ -1,0 +1,505 @@
+"""``python -m bench``: the SPEC §7 targets measured side by side in one run on one machine.
+
+Every figure that is compared is measured in the same run on the same rows: machines are noisy,
+so read the ratios, not the absolute numbers across runs. Sizes come from flags or ``LEO_BENCH_*``
+variables; ``--full`` uses the SPEC sizes (a million messages, a million-member snapshot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import gen, naive
+from bench.env import BenchEnv
+from bench.measure import CopyLoad, Rate, copy_rate, decode_only_rate, engine_rate, naive_rate
+from leo_activation import corpus, db, devstack, snapshots
+from leo_activation.codec import make_codec
+from leo_activation.consumers.profile_changes import (
+    MEMBERSHIP_COLUMNS,
+    PROFILE_COLUMNS,
+    membership_row,
+    profile_row,
+)
+from leo_activation.consumers.receipts import COLUMNS as RECEIPT_COLUMNS
+from leo_activation.consumers.receipts import receipt_row
+from leo_activation.contracts import from_json
+from leo_activation.digest import state_digest
+from leo_activation.handling import ApplyContext, Envelope
+
+REPO = Path(__file__).resolve().parent.parent
+VERSION_COLUMNS = ("tenant_id", "profile_id", "version", "content_hash", "ext_id", "email",
+                   "mobile_number", "push_token", "occurred_at")  # fmt: skip
+
+QUICK = {
+    "receipts": 100_000,
+    "profiles": 30_000,  # profiles per run (plus ~2 membership changes each)
+    "naive": 2_000,
+    "snapshot": 1_000_000,
+    "replay_scale": 1.0,  # x ~114k messages
+    "rss_batch": 1_000,
+    "batch": 2_000,
+}
+FULL = {**QUICK, "receipts": 1_000_000, "profiles": 300_000, "naive": 5_000, "replay_scale": 8.7}
+
+
+# ---------------------------------------------------------------------- the table
+
+
+@dataclass
+class Row:
+    section: str
+    measure: str
+    value: str
+    note: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, section: str, measure: str, value: str, note: str = "") -> None:
+        row = Row(section, measure, value, note)
+        self.rows.append(row)
+        print(f"  [{section}] {measure}: {value} {note}".rstrip(), flush=True)
+
+    def render(self) -> str:
+        widths = [max(len(getattr(r, f)) for r in self.rows) for f in ("section", "measure")]
+        widths.append(max(len(r.value) for r in self.rows))
+        lines = [
+            f"{'section':<{widths[0]}}  {'measure':<{widths[1]}}  {'value':>{widths[2]}}  note",
+            "-" * (sum(widths) + 12),
+        ]
+        for r in self.rows:
+            lines.append(
+                f"{r.section:<{widths[0]}}  {r.measure:<{widths[1]}}  {r.value:>{widths[2]}}  "
+                f"{r.note}".rstrip()
+            )
+        return "\n".join(lines)
+
+
+def _rate(r: Rate, unit: str = "msg/s") -> str:
+    return f"{r.per_second:,.0f} {unit}"
+
+
+def _verdict(value: float, target: float) -> str:
+    return "OK" if value >= target else "BELOW TARGET"
+
+
+def _throughput_section(
+    report: Report, name: str, e2e: Rate, *, decode: Rate, copy: Rate, naive_r: Rate
+) -> None:
+    ceiling = min(decode.per_second, copy.per_second)
+    report.add(name, "end to end (Engine, Kafka -> PostgreSQL)", _rate(e2e), f"{e2e.count:,} msgs")
+    report.add(
+        name, "ceiling a: bare consumer, decode only", _rate(decode), f"{decode.count:,} msgs"
+    )
+    report.add(
+        name, "ceiling b: binary COPY as owner", _rate(copy, "rows/s"), f"{copy.count:,} rows"
+    )
+    report.add(name, "raw ceiling = min(a, b)", f"{ceiling:,.0f} msg/s")
+    report.add(
+        name,
+        "naive: INSERT + commit per message",
+        _rate(naive_r),
+        f"measured on {naive_r.count:,} msgs, rate extrapolated",
+    )
+    ratio = e2e.per_second / ceiling
+    verdict = _verdict(ratio, 0.5)
+    report.add(name, "end to end / raw ceiling", f"{ratio:.2f}", f"target >= 0.50 {verdict}")
+    speedup = e2e.per_second / naive_r.per_second
+    verdict = _verdict(speedup, 20)
+    report.add(name, "end to end / naive", f"{speedup:.1f}x", f"target >= 20x {verdict}")
+    report.facts[name] = {
+        "e2e_per_s": e2e.per_second,
+        "decode_per_s": decode.per_second,
+        "copy_per_s": copy.per_second,
+        "naive_per_s": naive_r.per_second,
+        "e2e_over_ceiling": ratio,
+        "e2e_over_naive": speedup,
+        "messages": e2e.count,
+    }
+
+
+# ---------------------------------------------------------------------- sections
+
+
+def bench_receipts(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+    n, batch = int(sizes["receipts"]), int(sizes["batch"])
+    tenants = gen.bench_tenants(1, 4)
+    gen.self_check("receipts", gen.receipts(tenants, 100))
+    prefix = env.prefix("rc")
+    setup_db = env.fresh_database("rc_e2e")
+    env.add_tenants(setup_db, tenants)
+    settings = env.settings(setup_db, prefix, "rc-e2e", batch_size=batch)
+    started = time.perf_counter()
+    gen.publish(settings, "receipts", gen.receipts(tenants, n))
+    print(f"  published {n:,} receipts in {time.perf_counter() - started:.1f}s", flush=True)
+
+    e2e, stats = engine_rate(settings, ["receipts"], n)
+    assert stats.applied == n, stats
+    assert stats.dead_lettered == 0, stats
+    decode = decode_only_rate(settings, "receipts", n, f"bench-{env.run_id}-rc-decode")
+
+    copy_db = env.fresh_database("rc_copy")
+    env.add_tenants(copy_db, tenants)
+    rows = (
+        receipt_row(Envelope("receipts", 0, i, None, kind, rec, rec["tenant_id"], None))
+        for i, (kind, rec) in enumerate(gen.receipts(tenants, n))
+    )
+    copy = copy_rate(copy_db.admin_url, [CopyLoad("delivery_log", RECEIPT_COLUMNS, rows)], n)
+
+    naive_db = env.fresh_database("rc_naive")
+    env.add_tenants(naive_db, tenants)
+    naive_settings = env.settings(naive_db, prefix, "rc-naive", batch_size=batch)
+    naive_r = naive_rate(
+        naive_settings, "receipts", min(n, int(sizes["naive"])), naive_settings.group_id,
+        naive.receipt,
+    )  # fmt: skip
+    _throughput_section(report, "receipts", e2e, decode=decode, copy=copy, naive_r=naive_r)
+
+
+def bench_profiles(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+    batch = int(sizes["batch"])
+    tenants = gen.bench_tenants(2, 4)
+    per_tenant = max(1, int(sizes["profiles"]) // len(tenants))
+
+    def messages() -> Any:
+        return gen.profile_changes(tenants, per_tenant)
+
+    gen.self_check("profile-changes", messages())
+    prefix = env.prefix("pc")
+    e2e_db = env.fresh_database("pc_e2e")
+    env.add_tenants(e2e_db, tenants)
+    settings = env.settings(e2e_db, prefix, "pc-e2e", batch_size=batch)
+    started = time.perf_counter()
+    n = gen.publish(settings, "profile-changes", messages())
+    print(f"  published {n:,} profile changes in {time.perf_counter() - started:.1f}s", flush=True)
+
+    e2e, stats = engine_rate(settings, ["profile-changes"], n)
+    assert stats.applied == n, stats
+    assert stats.dead_lettered == 0, stats
+    decode = decode_only_rate(settings, "profile-changes", n, f"bench-{env.run_id}-pc-decode")
+
+    copy_db = env.fresh_database("pc_copy")
+    env.add_tenants(copy_db, tenants)
+
+    def envelopes(kind: str) -> Any:
+        for i, (k, rec) in enumerate(messages()):
+            if k == kind:
+                yield Envelope("profile-changes", 0, i, None, k, rec, rec["tenant_id"], None)
+
+    def versions() -> Any:  # the append-only version history the handler also writes
+        for row in map(profile_row, envelopes("profile_upsert")):
+            yield (row[0], row[1], row[8], row[9], row[2], row[3], row[4], row[5], row[10])
+
+    loads = [
+        CopyLoad("cdp_profiles", PROFILE_COLUMNS, map(profile_row, envelopes("profile_upsert"))),
+        CopyLoad("cdp_profile_version", VERSION_COLUMNS, versions()),
+        CopyLoad(
+            "segment_membership_change",
+            MEMBERSHIP_COLUMNS,
+            map(membership_row, envelopes("segment_membership_change")),
+        ),
+    ]
+    copy = copy_rate(copy_db.admin_url, loads, n)
+
+    naive_db = env.fresh_database("pc_naive")
+    env.add_tenants(naive_db, tenants)
+    naive_settings = env.settings(naive_db, prefix, "pc-naive", batch_size=batch)
+    naive_r = naive_rate(
+        naive_settings, "profile-changes", min(n, int(sizes["naive"])), naive_settings.group_id,
+        naive.profile_change,
+    )  # fmt: skip
+    _throughput_section(report, "profile changes", e2e, decode=decode, copy=copy, naive_r=naive_r)
+
+
+def bench_snapshot(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+    """Seal a snapshot of an N-member segment. Setup (as the owner, untimed): N profiles and N
+    join changes COPYed in, one pending snapshot request at watermark N. Timed: the product's
+    ``snapshots.seal_ready`` in one tenant transaction as the application role, with its commit."""
+    n = int(sizes["snapshot"])
+    tenant = gen.bench_tenants(3, 1)[0]
+    database = env.fresh_database("snap")
+    env.add_tenants(database, [tenant])
+    segment = "bench-segment"
+    started = time.perf_counter()
+
+    def envelopes() -> Any:
+        for kind, rec in gen.profile_changes([tenant], n, segments=1, join_rate=1.0, seed=5):
+            yield Envelope("profile-changes", 0, 0, None, kind, rec, tenant, None)
+
+    with db.connect(database.admin_url, autocommit=True) as conn:
+        for table, columns, build, kind in (
+            ("cdp_profiles", PROFILE_COLUMNS, profile_row, "profile_upsert"),
+            ("segment_membership_change", MEMBERSHIP_COLUMNS, membership_row,
+             "segment_membership_change"),
+        ):  # fmt: skip
+            with (
+                conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for e in envelopes():
+                    if e.kind == kind:
+                        row = list(build(e))
+                        if kind == "segment_membership_change":
+                            row[1] = segment
+                        copy.write_row(row)
+        conn.execute(
+            "INSERT INTO segment_snapshot_request (tenant_id, snapshot_id, segment_key, "
+            "as_of_sequence, snapshot_reason, requested_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            (tenant, uuid.uuid5(gen.NAMESPACE, "bench-snapshot"), segment, n, "bench",
+             gen.EPOCH),
+        )  # fmt: skip
+        conn.execute("VACUUM ANALYZE")
+    print(f"  loaded {n:,} profiles and joins in {time.perf_counter() - started:.1f}s", flush=True)
+
+    settings = env.settings(database, env.prefix("snap"), "snap")
+    ctx = ApplyContext(settings, make_codec(None))
+    with db.connect(database.app_url) as conn:
+        started = time.perf_counter()
+        with db.tenant_transaction(conn, tenant):
+            snapshots.seal_ready(conn, tenant, [segment], ctx)
+        seconds = time.perf_counter() - started
+        with db.tenant_transaction(conn, tenant):
+            row = conn.execute("SELECT member_count FROM segment_snapshot").fetchone()
+    if row is None or int(row[0]) != n:
+        raise AssertionError(f"snapshot not sealed with {n} members: {row}")
+    report.add(
+        "snapshot",
+        f"seal a {n:,}-member snapshot (snapshots.seal_ready, app role)",
+        f"{seconds:.1f} s",
+        f"target <= 10 s {'OK' if seconds <= 10 else 'BELOW TARGET'}; members loaded directly "
+        "as owner, request pending",
+    )
+    report.facts["snapshot"] = {"members": n, "seconds": seconds}
+
+
+def _replay_corpus(scale: float) -> corpus.Corpus:
+    if scale >= 8:
+        return corpus.build(21, n_tenants=8, n_profiles=12_000, n_segments=2, n_receipts=60_000)
+    return corpus.build(
+        21,
+        n_tenants=4,
+        n_profiles=max(10, int(2_500 * scale)),
+        n_segments=2,
+        n_receipts=max(30, int(15_000 * scale)),
+    )
+
+
+def bench_replay(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+    started = time.perf_counter()
+    c = _replay_corpus(float(sizes["replay_scale"]))
+    prefix = env.prefix("rp")
+    live_db = env.fresh_database("rp_live")
+    settings = env.settings(live_db, prefix, "rp-live", batch_size=int(sizes["batch"]))
+    n = 0
+    for topic in ("commands", "profile-changes", "receipts"):
+        n += gen.publish(settings, topic, (from_json(topic, m) for m in c.topics.get(topic, [])))
+    seconds = time.perf_counter() - started
+    print(f"  built and published {n:,} messages in {seconds:.1f}s", flush=True)
+
+    live, _ = engine_rate(settings, ["commands", "profile-changes", "receipts"], n)
+    before, _ = state_digest(settings)
+    replay_db = env.fresh_database("rp_replay")
+    replay_settings = env.settings(replay_db, prefix, "rp-replay", batch_size=int(sizes["batch"]))
+    started = time.perf_counter()
+    replayed, _ = engine_rate(replay_settings, ["commands", "profile-changes", "receipts"], n)
+    wall = time.perf_counter() - started
+    after, _ = state_digest(replay_settings)
+    same = before == after
+    report.add("replay", "messages in the corpus (all input topics)", f"{n:,}")
+    report.add("replay", "live run into an empty database", f"{live.seconds:.1f} s", _rate(live))
+    report.add(
+        "replay",
+        "replay from offset 0 into an empty database",
+        f"{replayed.seconds:.1f} s",
+        f"{_rate(replayed)}; {wall:.1f} s with group join",
+    )
+    report.add(
+        "replay",
+        "digest before == digest after",
+        "yes" if same else "NO",
+        f"{before[:16]}… / {after[:16]}…",
+    )
+    report.facts["replay"] = {
+        "messages": n,
+        "seconds": replayed.seconds,
+        "digest_before": before,
+        "digest_after": after,
+        "equal": same,
+    }
+    if not same:
+        raise AssertionError("replay changed the digest")
+
+
+def _consume_peak_rss(env: BenchEnv, backlog: int, batch: int) -> tuple[float, float]:
+    """(peak RSS MiB, seconds) of ``leo-activation consume --until-idle`` draining ``backlog``."""
+    tenants = gen.bench_tenants(4, 4)
+    database = env.fresh_database(f"rss{backlog}")
+    env.add_tenants(database, tenants)
+    prefix = env.prefix(f"rss{backlog}")
+    settings = env.settings(database, prefix, f"rss{backlog}")
+    gen.publish(settings, "receipts", gen.receipts(tenants, backlog, seed=backlog))
+    child_env = {
+        **os.environ,
+        "LEO_KAFKA_BOOTSTRAP": settings.require_kafka(),
+        "LEO_DATABASE_URL": database.app_url,
+        "LEO_ADMIN_DATABASE_URL": database.admin_url,
+        "LEO_TOPIC_PREFIX": prefix,
+        "LEO_GROUP_ID": settings.group_id,
+    }
+    argv = [sys.executable, "-m", "leo_activation", "consume", "--until-idle", "3",
+            "--batch-size", str(batch)]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env=child_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    peak = 0
+    stop = threading.Event()
+    stderr_tail: list[bytes] = []
+
+    def drain_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stderr_tail.append(line)
+            del stderr_tail[:-20]
+
+    reader = threading.Thread(target=drain_stderr, daemon=True)
+    reader.start()
+    handle = psutil.Process(proc.pid)
+    while proc.poll() is None and not stop.is_set():
+        try:
+            peak = max(peak, handle.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    proc.wait()
+    reader.join(5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"consume exited {proc.returncode}: {b''.join(stderr_tail).decode()}")
+    with db.connect(database.app_url) as conn:
+        total = 0
+        for tenant in tenants:
+            with db.tenant_transaction(conn, tenant):
+                found = conn.execute("SELECT count(*) FROM delivery_log").fetchone()
+                total += int(found[0]) if found else 0
+    if total != backlog:
+        raise AssertionError(f"consumer applied {total} of {backlog}")
+    return peak / (1 << 20), time.perf_counter() - started
+
+
+def bench_rss(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+    batch = int(sizes["rss_batch"])
+    small, small_s = _consume_peak_rss(env, 10 * batch, batch)
+    large, large_s = _consume_peak_rss(env, 100 * batch, batch)
+    report.add(
+        "memory",
+        f"consumer peak RSS, backlog 10x batch ({10 * batch:,})",
+        f"{small:.0f} MiB",
+        f"`leo-activation consume --until-idle`, {small_s:.0f} s",
+    )
+    report.add(
+        "memory",
+        f"consumer peak RSS, backlog 100x batch ({100 * batch:,})",
+        f"{large:.0f} MiB",
+        f"{large_s:.0f} s",
+    )
+    growth = large / small
+    report.add(
+        "memory",
+        "peak RSS 100x / 10x",
+        f"{growth:.2f}",
+        f"should be ~1 and <= 300 MiB: {'OK' if large <= 300 and growth < 1.25 else 'CHECK'}",
+    )
+    report.facts["memory"] = {"batch": batch, "rss_10x_mib": small, "rss_100x_mib": large}
+
+
+SECTIONS: dict[str, Callable[[BenchEnv, Report, dict[str, Any]], None]] = {
+    "receipts": bench_receipts,
+    "profiles": bench_profiles,
+    "snapshot": bench_snapshot,
+    "replay": bench_replay,
+    "memory": bench_rss,
+}
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
+        "python": platform.python_version(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _env_int(name: str, default: Any) -> Any:
+    raw = os.environ.get(name)
+    return type(default)(raw) if raw else default
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--full", action="store_true", help="SPEC sizes (1M messages; slow)")
+    p.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="run only these sections")
+    for key, default in QUICK.items():
+        flag = "--" + key.replace("_", "-")
+        p.add_argument(flag, type=type(default), help=f"[LEO_BENCH_{key.upper()}]")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--keep", action="store_true", help="keep the databases and topics")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = FULL if args.full else QUICK
+    sizes = {k: _env_int(f"LEO_BENCH_{k.upper()}", v) for k, v in base.items()}
+    sizes |= {k: getattr(args, k) for k in QUICK if getattr(args, k) is not None}
+    endpoints = devstack.endpoints()
+    env = BenchEnv(endpoints)
+    report = Report(facts={"machine": machine(), "sizes": sizes})
+    print(f"bench: {report.facts['machine']}\nbench: sizes {sizes}", flush=True)
+    started = time.perf_counter()
+    try:
+        for name, section in SECTIONS.items():
+            if args.only and name not in args.only:
+                continue
+            print(f"== {name}", flush=True)
+            t0 = time.perf_counter()
+            section(env, report, sizes)
+            print(f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+    finally:
+        env.cleanup(keep=args.keep)
+    report.facts["total_seconds"] = time.perf_counter() - started
+    print()
+    print(report.render())
+    print(f"\n{report.facts['machine']}; total {report.facts['total_seconds']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report.facts, indent=2, default=str) + "\n")
+    return 0
