@@ -103,7 +103,7 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         # Prefetch about a batch per partition, in fetches of at most 1 MiB compressed. The
         # librdkafka defaults (100,000 messages a partition, 64 MiB, 1 MiB a partition and 50 MiB
         # a fetch, decompressed on arrival) let memory grow with how far behind the consumer is;
-        # these keep batches just as full (see docs/performance.md).
+        # these keep batches just as full (README, Performance: RSS flat against the backlog).
         "queued.min.messages": max(1_000, settings.batch_size),
         "queued.max.messages.kbytes": 16_384,
         "fetch.max.bytes": 1 << 20,

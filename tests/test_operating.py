@@ -235,7 +235,7 @@ def test_replay_rebuilds_a_lost_database_and_metrics_count_every_message(
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
     assert cli(settings, "migrate") == 0
-    # tenants first (docs/operating.md), then everything else
+    # the commands topic first, as the README's recovery steps do, then everything else
     rc = cli(settings, "replay", "--group", group, "--topic", "commands", "--from-offset", "0")
     assert rc == 0
     Engine(settings, topics=["commands"], group=group).run(until_idle=1.0)
