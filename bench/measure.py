@@ -17,6 +17,7 @@ from psycopg import sql
 from leo_activation import contracts, db
 from leo_activation.codec import make_codec
 from leo_activation.engine import BatchStats, Engine
+from leo_activation.engine import consumer_config as engine_consumer_config
 from leo_activation.handling import Envelope
 from leo_activation.settings import Settings
 
@@ -81,18 +82,7 @@ def engine_rate(
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     """The engine's consumer configuration, for the baselines to read the topic the same way."""
-    try:
-        from leo_activation.engine import consumer_config as engine_config
-    except ImportError:  # an older engine builds its config inline
-        return {
-            "bootstrap.servers": settings.require_kafka(),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    return dict(engine_config(settings, group))
+    return dict(engine_consumer_config(settings, group))
 
 
 def decode_only_rate(settings: Settings, topic: str, expected: int, group: str) -> Rate:
