@@ -138,7 +138,7 @@ class BatchStats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-    deferred: int = 0  # left unapplied and uncommitted, to be consumed again (see _settle_unregistered)
+    deferred: int = 0  # left uncommitted, read again later (Engine._settle_unregistered)
     tenants: int = 0
     db_seconds: float = 0.0
     topics: dict[str, TopicCounts] = field(default_factory=dict)  # per logical topic
