@@ -56,4 +56,5 @@ def totals(batches: Iterable[BatchStats]) -> BatchStats:
         total.applied += b.applied
         total.duplicates += b.duplicates
         total.dead_lettered += b.dead_lettered
+        total.deferred += b.deferred
     return total
