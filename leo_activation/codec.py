@@ -20,7 +20,7 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,11 +62,18 @@ class Catalog:
     def by_fingerprint(self) -> dict[bytes, SchemaVersion]:
         return {v.fingerprint: v for v in self.versions}
 
+    @cached_property
+    def _latest(self) -> dict[str, SchemaVersion]:
+        newest: dict[str, SchemaVersion] = {}
+        for v in self.versions:
+            if v.kind not in newest or v.version > newest[v.kind].version:
+                newest[v.kind] = v
+        return newest
+
     def latest(self, kind: str) -> SchemaVersion:
-        matches = [v for v in self.versions if v.kind == kind]
-        if not matches:
-            raise KeyError(kind)
-        return max(matches, key=lambda v: v.version)
+        """The newest shipped version of a message type (the reader schema): looked up for
+        every message, so worked out once."""
+        return self._latest[kind]
 
     def kinds(self, topic: str) -> list[str]:
         return sorted({v.kind for v in self.versions if v.topic == topic})

@@ -56,14 +56,26 @@ def _logical(avro_type: Any) -> str | None:
     return None
 
 
+_CHECKED_FIELDS: dict[bytes, tuple[tuple[str, bool], ...]] = {}
+
+
+def _checked_fields(version: SchemaVersion) -> tuple[tuple[str, bool], ...]:
+    """(field name, is a uuid) of a schema version: what validate walks, worked out once."""
+    fields = _CHECKED_FIELDS.get(version.fingerprint)
+    if fields is None:
+        fields = tuple((n, _logical(t) == "uuid") for n, t in _field_types(version).items())
+        _CHECKED_FIELDS[version.fingerprint] = fields
+    return fields
+
+
 def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -> None:
     """Raise :class:`PoisonMessage` if a decoded record breaks a rule its Avro type cannot state."""
-    version = (cat or catalog()).latest(kind)
-    for name, avro_type in _field_types(version).items():
+    fields = _checked_fields((cat or catalog()).latest(kind))
+    for name, is_uuid in fields:
         value = record.get(name)
         if value is None:
             continue
-        if _logical(avro_type) == "uuid" and not isinstance(value, uuid.UUID):
+        if is_uuid and not isinstance(value, uuid.UUID):
             try:
                 uuid.UUID(str(value))
             except ValueError:
@@ -76,7 +88,7 @@ def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -
             _check_embedding(value)
         if name == "data_labels" and any(len(label) > DEFAULT_MAX_TEXT for label in value):
             raise PoisonMessage("oversize", f"a data label is longer than {DEFAULT_MAX_TEXT}")
-    if "tenant_id" in _field_types(version) and record.get("tenant_id") is None:
+    if record.get("tenant_id") is None and any(name == "tenant_id" for name, _ in fields):
         raise PoisonMessage("missing_tenant", "tenant_id is missing")
 
 
