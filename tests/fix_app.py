@@ -21,6 +21,11 @@ from tests.fix_db import DbUrls
 
 @pytest.fixture
 def settings(stack: Endpoints, db: DbUrls, topic_prefix: str) -> Settings:
+    return deployment_settings(stack, db, topic_prefix)
+
+
+def deployment_settings(stack: Endpoints, db: DbUrls, topic_prefix: str) -> Settings:
+    """One isolated deployment: its own database, topic prefix and consumer group."""
     return Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
         database_url=db.app_url,

@@ -27,7 +27,7 @@ from leo_activation.db import connect, tenant_transaction
 from leo_activation.devstack import Endpoints
 from leo_activation.resources import sql_dir
 from leo_activation.settings import Settings
-from tests.fix_app import drain, publish_corpus, totals
+from tests.fix_app import deployment_settings, drain, publish_corpus, totals
 from tests.fix_db import fresh_database, make_tenant
 from tests.fix_stack import delete_prefixed_topics
 
@@ -89,15 +89,7 @@ def populate(settings: Settings) -> Activated:
 def activated(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Iterator[Activated]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     with fresh_database(stack, db_template) as urls:
-        settings = Settings(
-            kafka_bootstrap=stack.kafka_bootstrap,
-            database_url=urls.app_url,
-            admin_database_url=urls.admin_url,
-            topic_prefix=prefix,
-            group_id=f"g-{uuid.uuid4().hex[:8]}",
-            batch_size=500,
-            batch_timeout_s=0.2,
-        )
+        settings = deployment_settings(stack, urls, prefix)
         try:
             yield populate(settings)
         finally:
