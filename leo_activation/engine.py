@@ -365,10 +365,13 @@ class Engine:
         return bool(starts) and _first_readable_before(self.settings, starts, timestamp_ms)
 
     def apply(self, by_tenant: dict[uuid.UUID, list[Envelope]]) -> ApplyResult:
-        """Apply decoded envelopes, one database transaction per tenant (in tenant-id order)."""
+        """Apply decoded envelopes, one database transaction per tenant (in tenant-id order), then
+        the follow-ups they asked for (each in its own transaction)."""
         result = ApplyResult()
         for tenant_id in sorted(by_tenant):
             result.merge(self._apply_tenant_with_retry(tenant_id, by_tenant[tenant_id]))
+        for action in result.follow_ups.values():
+            self._with_db_retry(functools.partial(_in_transaction, action=action))
         return result
 
     def run_after_commit(self, result: ApplyResult) -> None:

@@ -54,6 +54,13 @@ class ApplyResult:
     # large outputs read back from the database while the Kafka transaction is open, so they are
     # never all in memory; keyed so that two triggers of the same work produce it once
     streams: dict[Hashable, OutgoingStream] = field(default_factory=dict)
+    # run against the database after the apply transactions committed and before the Kafka
+    # transaction, each in its own transaction: work too large to hold the apply transaction
+    # open for (e.g. tag a sealed snapshot's members). The offsets commit only after they ran,
+    # so a crash re-delivers the message that asked for them; they must be idempotent.
+    follow_ups: dict[Hashable, Callable[[psycopg.Connection[Any]], None]] = field(
+        default_factory=dict
+    )
     # run against the database after the Kafka transaction committed (e.g. mark a fan-out done)
     after_commit: list[Callable[[psycopg.Connection[Any]], None]] = field(default_factory=list)
     # (applied, duplicates) per logical topic; the engine fills it from each handler's result
@@ -69,6 +76,7 @@ class ApplyResult:
         self.unregistered += other.unregistered
         self.outgoing += other.outgoing
         self.streams.update(other.streams)
+        self.follow_ups.update(other.follow_ups)
         self.after_commit += other.after_commit
 
 

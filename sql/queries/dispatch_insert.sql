@@ -5,7 +5,7 @@
 -- A replay or a re-dispatch hits the key: the first record wins.
 INSERT INTO dispatch (tenant_id, dispatch_id, dispatch_key, event_id, snapshot_id, task_id,
     requested_at, campaign_id, channel, suppress_reason, correlation_id)
-SELECT leo_current_tenant(), %(dispatch_id)s, %(dispatch_key)s, e.event_id, %(snapshot_id)s,
+SELECT (SELECT leo_current_tenant()), %(dispatch_id)s, %(dispatch_key)s, e.event_id, %(snapshot_id)s,
     %(task_id)s, %(occurred_at)s, e.campaign_id, e.event_channel,
     CASE
         WHEN e.status = 'cancelled' THEN format('event %%s is cancelled', e.event_key)
@@ -15,5 +15,5 @@ SELECT leo_current_tenant(), %(dispatch_id)s, %(dispatch_key)s, e.event_id, %(sn
     %(correlation_id)s
 FROM marketing_event e
 JOIN campaign c ON c.tenant_id = e.tenant_id AND c.campaign_id = e.campaign_id
-WHERE e.tenant_id = leo_current_tenant() AND e.event_id = %(event_id)s
+WHERE e.tenant_id = (SELECT leo_current_tenant()) AND e.event_id = %(event_id)s
 ON CONFLICT (tenant_id, dispatch_id) DO NOTHING

@@ -30,5 +30,5 @@ LEFT JOIN LATERAL (
     ORDER BY v.content_hash DESC
     LIMIT 1
 ) pinned ON true
-WHERE m.tenant_id = leo_current_tenant() AND m.snapshot_id = %(snapshot_id)s
+WHERE m.tenant_id = (SELECT leo_current_tenant()) AND m.snapshot_id = %(snapshot_id)s
 ORDER BY m.profile_id

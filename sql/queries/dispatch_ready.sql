@@ -8,7 +8,7 @@ WITH ready AS (
     FROM dispatch d
     JOIN segment_snapshot_request r
       ON r.tenant_id = d.tenant_id AND r.snapshot_id = d.snapshot_id AND r.state = 'sealed'
-    WHERE d.tenant_id = leo_current_tenant() AND d.dispatch_id = ANY (%(dispatch_ids)s)
+    WHERE d.tenant_id = (SELECT leo_current_tenant()) AND d.dispatch_id = ANY (%(dispatch_ids)s)
       AND d.state = 'waiting_for_snapshot'
       AND NOT EXISTS (SELECT FROM dispatch_emitted e WHERE e.dispatch_id = d.dispatch_id)
       AND NOT EXISTS (

@@ -16,7 +16,7 @@ SELECT (SELECT count(*) FROM inserted),
            SELECT DISTINCT d.dispatch_id
            FROM inserted i
            JOIN segment_snapshot_member m
-             ON m.tenant_id = leo_current_tenant() AND m.profile_id = i.profile_id
+             ON m.tenant_id = (SELECT leo_current_tenant()) AND m.profile_id = i.profile_id
             AND m.profile_version = i.version
            JOIN dispatch d
              ON d.tenant_id = m.tenant_id AND d.snapshot_id = m.snapshot_id

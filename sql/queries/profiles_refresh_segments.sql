@@ -7,12 +7,12 @@ WITH touched AS (
         SELECT c.segment_key FROM (
             SELECT DISTINCT ON (m.segment_key) m.segment_key, m.action
             FROM segment_membership_change m
-            WHERE m.tenant_id = leo_current_tenant() AND m.profile_id = t.profile_id
+            WHERE m.tenant_id = (SELECT leo_current_tenant()) AND m.profile_id = t.profile_id
             ORDER BY m.segment_key, m.sequence DESC) c
         WHERE c.action = 'join' ORDER BY c.segment_key) AS segments
     FROM touched t
 )
 UPDATE cdp_profiles p SET segments = current.segments
 FROM current
-WHERE p.tenant_id = leo_current_tenant() AND p.profile_id = current.profile_id
+WHERE p.tenant_id = (SELECT leo_current_tenant()) AND p.profile_id = current.profile_id
   AND p.segments IS DISTINCT FROM current.segments

@@ -9,8 +9,8 @@ WITH sealed AS (
 ), members AS (
     INSERT INTO segment_snapshot_member (tenant_id, snapshot_id, profile_id, created_at,
         profile_version)
-    SELECT leo_current_tenant(), %(snapshot_id)s, profile_id, %(created_at)s, profile_version
+    SELECT (SELECT leo_current_tenant()), %(snapshot_id)s, profile_id, %(created_at)s, profile_version
     FROM snapshot_members, sealed
 )
 UPDATE segment_snapshot_request SET state = 'sealed', state_detail = NULL
-WHERE tenant_id = leo_current_tenant() AND snapshot_id = %(snapshot_id)s
+WHERE tenant_id = (SELECT leo_current_tenant()) AND snapshot_id = %(snapshot_id)s
