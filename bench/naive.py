@@ -55,7 +55,7 @@ WHERE p.tenant_id = leo_current_tenant() AND p.profile_id = %s
 
 
 def receipt(conn: Any, e: Envelope) -> None:
-    conn.execute(RECEIPT_INSERT, receipt_row(e))
+    conn.execute(RECEIPT_INSERT, receipt_row(e, str(e.tenant_id)))
 
 
 def profile_change(conn: Any, e: Envelope) -> None:

@@ -158,7 +158,10 @@ def bench_receipts(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
     copy_db = env.fresh_database("rc_copy")
     env.add_tenants(copy_db, tenants)
     rows = (
-        receipt_row(Envelope("receipts", 0, i, None, kind, rec, rec["tenant_id"], None))
+        receipt_row(
+            Envelope("receipts", 0, i, None, kind, rec, rec["tenant_id"], None),
+            str(rec["tenant_id"]),
+        )
         for i, (kind, rec) in enumerate(gen.receipts(tenants, n))
     )
     copy = copy_rate(copy_db.admin_url, [CopyLoad("delivery_log", RECEIPT_COLUMNS, rows)], n)

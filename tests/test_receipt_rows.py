@@ -63,7 +63,13 @@ def receipts(draw: st.DrawFn) -> dict[str, Any]:
 def test_receipt_row_id_is_the_generic_fact_id(record: dict[str, Any]) -> None:
     tenant = record["tenant_id"]
     envelope = Envelope("receipts", 0, 0, None, "delivery_receipt", record, tenant, None)
-    row = receipt_row(envelope)
-    assert uuid.UUID(row[1]) == reference_id(tenant, record)
+    row = receipt_row(envelope, str(tenant))
+    assert row[1] == str(reference_id(tenant, record))
     assert (uuid.UUID(row[0]), uuid.UUID(row[2])) == (tenant, record["delivery_id"])
     assert row[8] == ids.canonical_json(json.loads(record["provider_response"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(), namespace=st.uuids())
+def test_uuid5_text_is_the_text_of_uuid5(name: str, namespace: uuid.UUID) -> None:
+    assert ids.uuid5_text(name, namespace) == str(uuid.uuid5(namespace, name))

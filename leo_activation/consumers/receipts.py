@@ -27,8 +27,6 @@ COLUMNS = (
 )  # fmt: skip
 
 
-# ids.derive's namespace (uuid5 of ID_SCHEME); tests/test_receipt_rows.py checks the two agree.
-_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, ids.ID_SCHEME)
 # how ids.canonical_json (ensure_ascii=False) writes a string
 _quote = json.encoder.encode_basestring
 
@@ -39,8 +37,8 @@ def _json_text(value: str | None) -> str:
 
 def receipt_fact_id(
     tenant_text: str, delivery_text: str, r: dict[str, Any], response_json: str
-) -> uuid.UUID:
-    """``ids.delivery_fact_id(tenant, delivery, fact)`` for a receipt's fact, byte for byte, with
+) -> str:
+    """``str(ids.delivery_fact_id(tenant, delivery, fact))`` for a receipt's fact, with
     the canonical JSON written directly (the generic encoder is the hot spot of this consumer):
     ``["delivery_log", tenant, delivery, {fact with its keys in sorted order}]``."""
     occurred = r["occurred_at"]
@@ -58,19 +56,19 @@ def receipt_fact_id(
             "}]",
         )
     )  # fmt: skip
-    return uuid.uuid5(_ID_NAMESPACE, text)
+    return ids.uuid5_text(text)
 
 
-def receipt_row(e: Envelope) -> tuple[Any, ...]:
-    """The delivery_log row of one receipt. Ids go out as canonical text: COPY parses them, which
-    is cheaper than adapting ``uuid.UUID`` objects one by one."""
+def receipt_row(e: Envelope, tenant_text: str) -> tuple[Any, ...]:
+    """The delivery_log row of one receipt (``tenant_text``: ``str(e.tenant_id)``, the same for a
+    whole batch). Ids go out as canonical text: COPY parses them, which is cheaper than adapting
+    ``uuid.UUID`` objects one by one."""
     r = e.record
     response_json = ids.canonical_json(json.loads(r["provider_response"]))
-    tenant_text = str(e.tenant_id)
     delivery = r["delivery_id"]
     delivery_text = str(delivery if isinstance(delivery, uuid.UUID) else uuid.UUID(str(delivery)))
     return (
-        tenant_text, str(receipt_fact_id(tenant_text, delivery_text, r, response_json)),
+        tenant_text, receipt_fact_id(tenant_text, delivery_text, r, response_json),
         delivery_text, r["channel"], r["destination"], r["status"], r["provider"],
         r["provider_message_id"], response_json, r["occurred_at"], e.correlation_id,
         e.topic, e.partition, e.offset,
@@ -88,6 +86,7 @@ class ReceiptsHandler:
         batch: list[Envelope],
         ctx: ApplyContext,
     ) -> ApplyResult:
-        stage(conn, "delivery_log", COLUMNS, (receipt_row(e) for e in batch))
+        tenant_text = str(tenant_id)
+        stage(conn, "delivery_log", COLUMNS, (receipt_row(e, tenant_text) for e in batch))
         inserted = conn.execute(sql_text("queries/receipts_insert.sql")).rowcount
         return ApplyResult(applied=inserted, duplicates=len(batch) - inserted)
