@@ -4,7 +4,8 @@ Per tenant and table: SHA-256 over each row's business columns in their PostgreS
 (UTC), in primary-key order. Provenance columns (``PROVENANCE_COLUMNS``: where and when a row
 arrived) are left out, since a replay legitimately changes them. A tenant's digest hashes its
 table digests; the global digest hashes the tenants' digests in tenant-id order. Tables are read
-from the catalog, so a new table is covered without touching this file.
+from the catalog, so a new table is covered without touching this file; the work queues
+(``WORK_QUEUE_TABLES``, empty at rest) are left out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
 PROVENANCE_COLUMNS = frozenset({"source_topic", "source_partition", "source_offset", "ingested_at"})
+# Work queues: empty at rest, they record work still to do, not state (like the consumer
+# offsets). segment_snapshot_tag_pending holds sealed snapshots whose members' tags are not
+# written yet; a pending tag still shows, in cdp_profiles.segment_snapshots.
+WORK_QUEUE_TABLES = frozenset({"segment_snapshot_tag_pending"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ def state_tables(conn: psycopg.Connection[Any]) -> list[StateTable]:
     return [
         StateTable(name, tuple(keys), tuple(c for c in cols if c not in PROVENANCE_COLUMNS))
         for name, keys, cols in rows
-        if name != "leo_schema_migrations"
+        if name != "leo_schema_migrations" and name not in WORK_QUEUE_TABLES
     ]
 
 

@@ -33,6 +33,8 @@ APPEND_ONLY = (
     "agent_task_status",
     "cdp_profile_version",
 )
+# Work queues (empty at rest): the only tables the application may DELETE from.
+WORK_QUEUES = ("segment_snapshot_tag_pending",)
 NS = uuid.UUID("5d1f0c1e-7a0b-4c4e-9a55-1e0a0f5e0000")
 Row = dict[str, Any]
 
@@ -180,6 +182,10 @@ def world(tenant: uuid.UUID, salt: str = "") -> list[tuple[str, Row]]:
         (
             "segment_snapshot_member",
             {"tenant_id": tenant, "snapshot_id": snapshot, "profile_id": profile, "created_at": t0},
+        ),
+        (
+            "segment_snapshot_tag_pending",
+            {"tenant_id": tenant, "snapshot_id": snapshot, "segment_key": "vip"},
         ),
         (
             "agent_task",
@@ -516,12 +522,26 @@ def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b:
                     ),
                     (b,),
                 )
-        # DELETE is never granted to the application
-        with (
-            pytest.raises(errors.InsufficientPrivilege, match="permission denied"),
-            tenant_tx(conn, a),
-        ):
-            conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(ident), (b,))
+        can_delete = has_privilege(conn, table, "DELETE")
+        conn.rollback()
+        if can_delete:
+            # granted on the work queues only, and it reaches the current tenant's rows only
+            assert table in WORK_QUEUES, f"{table}: the application may DELETE from it"
+            with conn.transaction(force_rollback=True):
+                conn.execute("SELECT set_config('app.current_tenant_id', %s, true)", (str(a),))
+                cur = conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(ident), (b,)
+                )
+                assert cur.rowcount == 0
+                assert conn.execute(sql.SQL("DELETE FROM {}").format(ident)).rowcount == 1
+        else:
+            # DELETE is never granted to the application but on work queues
+            assert table not in WORK_QUEUES, f"{table}: a work queue the application cannot empty"
+            with (
+                pytest.raises(errors.InsufficientPrivilege, match="permission denied"),
+                tenant_tx(conn, a),
+            ):
+                conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(ident), (b,))
 
     # nothing above changed B's row
     with connect(db.admin_url) as admin:
@@ -639,6 +659,38 @@ def test_append_only_refuses_rewrites(seeded: Seeded, table: str) -> None:
             assert f"table {table} is append-only: {op} refused" in str(refused.value)
             owner.rollback()
         assert count(owner, table) == len({t for pair in seeded.pairs.values() for t in pair})
+
+
+def test_snapshot_member_needs_its_snapshot(seeded: Seeded) -> None:
+    """segment_snapshot_member -> segment_snapshot is checked per statement (0006), as strictly as
+    the foreign key it replaced: a member of a snapshot that does not exist, or of another
+    tenant's, is refused with the foreign-key SQLSTATE, alone or among valid rows."""
+    a, b = seeded.pairs["segment_snapshot_member"]
+    own, theirs = uuid.uuid5(a, "snapshot"), uuid.uuid5(b, "snapshot")
+    ghost = uuid.uuid5(NS, "no such snapshot")
+    insert_members = (
+        "INSERT INTO segment_snapshot_member (tenant_id, snapshot_id, profile_id, created_at) "
+        "SELECT %s, s, p, %s FROM unnest(%s::uuid[]) s, unnest(%s::uuid[]) p"
+    )
+    profiles = [uuid.uuid5(NS, f"member {i}") for i in range(3)]
+    with connect(seeded.db.app_url) as conn:
+        for snapshots in ([ghost], [theirs], [own, ghost]):
+            with (
+                pytest.raises(errors.ForeignKeyViolation, match="segment_snapshot") as refused,
+                tenant_tx(conn, a),
+            ):
+                conn.execute(insert_members, (a, FIXED_TIME, snapshots, profiles))
+            assert refused.value.sqlstate == "23503"
+            assert refused.value.diag.table_name == "segment_snapshot_member"
+        with tenant_tx(conn, a):  # the snapshot exists: accepted, every row in one statement
+            cur = conn.execute(insert_members, (a, FIXED_TIME, [own], profiles))
+            assert cur.rowcount == len(profiles)
+            assert count(conn, "segment_snapshot_member") == 1 + len(profiles)
+    with (
+        connect(seeded.db.admin_url) as owner,
+        pytest.raises(errors.ForeignKeyViolation, match=str(ghost)),
+    ):  # the owner (superuser, no RLS) is held to it too
+        owner.execute(insert_members, (a, FIXED_TIME, [ghost], profiles))
 
 
 def test_segment_snapshots_cannot_shrink(seeded: Seeded) -> None:
