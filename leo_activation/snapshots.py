@@ -4,10 +4,22 @@ A snapshot request names the CDP's per-segment sequence watermark. It is sealed 
 membership change 1..watermark has arrived — whichever topic the last piece came on — and its
 members are then a pure function of those changes: the profiles whose latest change up to the
 watermark is a join. If the request carries an expected count or digest, a mismatch rejects it
-instead of sealing. Sealing writes the immutable snapshot, its members (set-based, one statement)
-with the profile version each member's latest join pinned, and tags each member's
-``cdp_profiles.segment_snapshots``; dispatches waiting on it then fan out (once their pinned
+instead of sealing.
+
+Sealing (in the apply transaction) writes the immutable snapshot and its members (set-based, one
+statement) with the profile version each member's latest join pinned, and queues the snapshot in
+``segment_snapshot_tag_pending``; dispatches waiting on it then fan out (once their pinned
 profile versions have arrived, see :mod:`leo_activation.dispatch`).
+
+Tagging each member's ``cdp_profiles.segment_snapshots`` (an UPDATE of every member's profile
+row: about twice the seal's own time) is not done in the seal transaction: it is an
+``ApplyResult.follow_ups`` action, run by the engine in its own transaction after the apply
+transactions committed and before the batch's Kafka offsets commit. It writes the tags and takes
+the snapshot off the queue in one transaction, and is idempotent. After a crash between the seal
+and the tagging, the uncommitted offsets re-deliver the messages that sealed it; their handlers
+call :func:`seal_ready` for the same segments again, and it returns the tagging of every snapshot
+still queued on them. So once the engine has processed a batch, the tags of everything it sealed
+are written; the queue is empty at rest and is not part of the state digest.
 
 The member digest covers the profile ids only (what a CDP can recompute to verify a snapshot);
 the pinned versions ride along with them.
@@ -16,12 +28,12 @@ the pinned versions ride along with them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
-from leo_activation import dispatch
+from leo_activation import db, dispatch
 from leo_activation.handling import ApplyContext, ApplyResult
 from leo_activation.resources import sql_text
 
@@ -29,7 +41,9 @@ from leo_activation.resources import sql_text
 def seal_ready(
     conn: psycopg.Connection[Any], tenant_id: uuid.UUID, segments: Sequence[str], ctx: ApplyContext
 ) -> ApplyResult:
-    """Seal every pending request on ``segments`` whose changes have all arrived."""
+    """Seal every pending request on ``segments`` whose changes have all arrived; return (as
+    follow-ups) the tagging of every sealed snapshot on ``segments`` whose tags are not written
+    yet — sealed now, or sealed before a crash that stopped its tagging."""
     result = ApplyResult()
     pending = conn.execute(sql_text("queries/snapshot_pending.sql"), {"segments": list(segments)})
     for (
@@ -73,9 +87,32 @@ def seal_ready(
             "created_at": requested_at,
         }
         conn.execute(sql_text("queries/snapshot_seal.sql"), params)
-        conn.execute(sql_text("queries/snapshot_tag_profiles.sql"), {"snapshot_id": snapshot_id})
         result.merge(dispatch.fan_out_waiting(conn, tenant_id, snapshot_id, ctx))
+    untagged = conn.execute(
+        sql_text("queries/snapshot_tag_pending.sql"), {"segments": list(segments)}
+    )
+    for (snapshot_id,) in untagged.fetchall():
+        result.follow_ups[("tag_snapshot", tenant_id, snapshot_id)] = tag_members(
+            tenant_id, snapshot_id
+        )
     return result
+
+
+def tag_members(
+    tenant_id: uuid.UUID, snapshot_id: uuid.UUID
+) -> Callable[[psycopg.Connection[Any]], None]:
+    """The follow-up writing a sealed snapshot on its members' ``cdp_profiles.segment_snapshots``
+    and taking it off the tagging queue. The engine runs it in its own transaction without a
+    tenant context, so it sets the tenant itself (transaction-local). Idempotent: if the queue no
+    longer holds the snapshot, its tags were committed already and it does nothing."""
+
+    def tag(conn: psycopg.Connection[Any]) -> None:
+        with db.tenant_transaction(conn, tenant_id):
+            params = {"snapshot_id": snapshot_id}
+            if conn.execute(sql_text("queries/snapshot_tag_done.sql"), params).rowcount:
+                conn.execute(sql_text("queries/snapshot_tag_profiles.sql"), params)
+
+    return tag
 
 
 def _verify(

@@ -89,6 +89,8 @@ class ProfileChangesHandler:
             result.duplicates += len(changes) - inserted
             if inserted:
                 conn.execute(sql_text("queries/profiles_refresh_segments.sql"))
-                segments = sorted({e.record["segment_key"] for e in changes})
-                result.merge(snapshots.seal_ready(conn, tenant_id, segments, ctx))
+            # Also when every change was a duplicate: the re-delivery after a crash between a
+            # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
+            segments = sorted({e.record["segment_key"] for e in changes})
+            result.merge(snapshots.seal_ready(conn, tenant_id, segments, ctx))
         return result

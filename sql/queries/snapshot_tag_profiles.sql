@@ -1,7 +1,10 @@
 -- Record a sealed snapshot on its members' cdp_profiles.segment_snapshots (sorted, only grows).
+-- Idempotent: a profile already carrying it is skipped. A member whose profile has not arrived
+-- yet gets it from profiles_upsert.sql, which reads segment_snapshot_member.
 UPDATE cdp_profiles p
 SET segment_snapshots = ARRAY(
     SELECT DISTINCT s FROM unnest(p.segment_snapshots || %(snapshot_id)s::uuid) s ORDER BY s)
-FROM snapshot_members m
-WHERE p.tenant_id = (SELECT leo_current_tenant()) AND p.profile_id = m.profile_id
+FROM segment_snapshot_member m
+WHERE m.tenant_id = (SELECT leo_current_tenant()) AND m.snapshot_id = %(snapshot_id)s
+  AND p.tenant_id = m.tenant_id AND p.profile_id = m.profile_id
   AND NOT (%(snapshot_id)s::uuid = ANY (p.segment_snapshots))
