@@ -16,7 +16,7 @@ from psycopg import sql
 
 from leo_activation import contracts, db
 from leo_activation.codec import make_codec
-from leo_activation.engine import BatchStats, Engine
+from leo_activation.engine import BatchStats, Engine, Polled
 from leo_activation.engine import consumer_config as engine_consumer_config
 from leo_activation.handling import Envelope
 from leo_activation.settings import Settings
@@ -46,10 +46,10 @@ class _TimedEngine(Engine):
         self.last = 0.0
         self.totals = BatchStats()
 
-    def _process(self, consumer: Any, out: Any, messages: list[Message]) -> None:
+    def _decode_batch(self, messages: list[Message]) -> Polled:
         if self.first is None:
             self.first = time.perf_counter()
-        super()._process(consumer, out, messages)
+        return super()._decode_batch(messages)
 
     def _batch_done(self, stats: BatchStats) -> None:
         self.last = time.perf_counter()

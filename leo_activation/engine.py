@@ -14,6 +14,13 @@ One batch, in order:
 
 A crash anywhere replays the batch from the last committed offsets; the handlers are idempotent
 (deterministic keys, ``ON CONFLICT``), so a replayed message counts as a duplicate, never twice.
+
+Steps 3-4 of a batch run in a worker thread while the main thread decodes the next batch: the
+worker mostly waits on PostgreSQL and the broker (those waits release the GIL), so decoding
+overlaps them. The poll itself runs with nothing in flight, so a rebalance never meets a batch
+half-committed; it drops the batch decoded ahead, which nothing has applied. If a batch did not
+commit, or left messages waiting, the batch decoded meanwhile is dropped too and both are read
+again: the effects are exactly those of one batch at a time, in order.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
@@ -164,6 +172,26 @@ class Dead:
     correlation_id: str | None
 
 
+@dataclass
+class Polled:
+    """A polled batch after step 2: its envelopes by tenant, and what is already dead."""
+
+    messages: list[Message]
+    by_tenant: dict[uuid.UUID, list[Envelope]]
+    dead: list[Dead]
+    raw: dict[Coords, Message]
+
+
+@dataclass
+class Landed:
+    """What steps 3-4 of a batch came to."""
+
+    committed: bool  # False: the Kafka transaction aborted, the batch is read again
+    waiting: dict[tuple[str, int], int]  # partition -> first offset waiting for its tenant
+    stats: BatchStats
+    dead: list[Dead]
+
+
 class Engine:
     def __init__(
         self,
@@ -189,7 +217,8 @@ class Engine:
         self.consumer: Consumer | None = None  # while run() runs (metrics read lag from it)
         self.stopping = False
         self._wedged: list[Producer] = []  # producers whose API call hung (see _send_offsets)
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn: psycopg.Connection[Any] | None = None  # used by the worker thread only
+        self._ahead: Polled | None = None  # polled and decoded, not applied yet
         self._physical_to_logical = {settings.topic(t): t for t in self.logical_topics}
 
     # ------------------------------------------------------------------ lifecycle
@@ -200,6 +229,8 @@ class Engine:
         ensure_topics(self.settings)
         consumer = Consumer(consumer_config(self.settings, self.group))
         out = self._transactional_producer()
+        worker = ThreadPoolExecutor(1, thread_name_prefix="leo-apply")
+        flight: Future[Landed] | None = None
         assigned = blocked = False
         last_message = time.monotonic()
 
@@ -208,42 +239,64 @@ class Engine:
             if not assigned:  # idle time counts from the first assignment, not from start-up
                 assigned, last_message = True, time.monotonic()
 
-        consumer.subscribe(list(self._physical_to_logical), on_assign=on_assign)
+        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+            # nothing of it is applied: the partitions' next owner reads it again
+            self._ahead = None
+
+        consumer.subscribe(
+            list(self._physical_to_logical), on_assign=on_assign, on_revoke=on_revoke
+        )
         self.consumer = consumer
         try:
             while not self.stopping:
-                # 1. poll
-                messages = consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
+                # 1. poll: nothing is in flight, so a rebalance may run in here
+                timeout = 0 if self._ahead is not None else self.settings.batch_timeout_s
+                messages = consumer.consume(self.settings.batch_size, timeout)
                 messages = [m for m in messages if not _is_partition_eof(m)]
-                if not messages:
-                    if self.on_idle is not None:
-                        self.on_idle()
-                    idle = time.monotonic() - last_message
-                    if until_idle is not None and assigned and idle >= until_idle:
-                        readable = _offsets_readable(consumer)
-                        if readable and not blocked:
-                            return
-                        # blocked is not idle; once unblocked, wait a whole idle period again
-                        blocked, last_message = not readable, time.monotonic()
+                if messages:
+                    blocked, last_message = False, time.monotonic()
+                ready, self._ahead = self._ahead, None
+                if ready is None:
+                    # 2. decode and validate
+                    self._ahead = self._decode_batch(messages) if messages else None
+                else:
+                    # 3. apply and 4. commit the batch polled before, in the worker, while
+                    # 2. this one is decoded
+                    flight = worker.submit(self._apply_and_commit, consumer, out, ready)
+                    polled = self._decode_batch(messages) if messages else None
+                    landed = flight.result()  # re-raises what failed in the worker
+                    flight = None
+                    self._ahead = polled if self._land(consumer, ready, landed, polled) else None
+                if messages or ready is not None:
                     continue
-                blocked, last_message = False, time.monotonic()
-                self._process(consumer, out, messages)
+                if self.on_idle is not None:
+                    self.on_idle()
+                idle = time.monotonic() - last_message
+                if until_idle is not None and assigned and idle >= until_idle:
+                    readable = _offsets_readable(consumer)
+                    if readable and not blocked:
+                        return
+                    # blocked is not idle; once unblocked, wait a whole idle period again
+                    blocked, last_message = not readable, time.monotonic()
         finally:
+            if flight is not None:  # failing: let the worker finish with the connections
+                wait([flight])
+            worker.shutdown()
+            self._ahead = None  # decoded, not applied: read again from the committed offsets
             self.consumer = None
             consumer.close()
             if self._conn is not None:
                 self._conn.close()
 
     # ------------------------------------------------------------------ one batch
-    def _process(self, consumer: Consumer, out: TopicProducer, messages: list[Message]) -> None:
-        # 2. decode and validate: a poison message becomes a dead letter, the rest go on
-        by_tenant, dead, raw = self._decode_batch(messages)
+    def _apply_and_commit(self, consumer: Consumer, out: TopicProducer, polled: Polled) -> Landed:
+        """Steps 3-4 of a batch (in the worker thread)."""
         # 3. apply, one database transaction per tenant
         started = time.monotonic()
-        result = self.apply(by_tenant)
-        waiting = self._settle_unregistered(consumer, raw, result)
-        dead += [
-            Dead(raw[(e.topic, e.partition, e.offset)], e.topic, error, str(e.tenant_id),
+        result = self.apply(polled.by_tenant)
+        waiting = self._settle_unregistered(consumer, polled.raw, result)
+        dead = polled.dead + [
+            Dead(polled.raw[(e.topic, e.partition, e.offset)], e.topic, error, str(e.tenant_id),
                  e.correlation_id)
             for e, error in result.rejected
         ]  # fmt: skip
@@ -251,25 +304,40 @@ class Engine:
         # dead-lettering it now too would dead-letter it twice
         deferred = [d for d in dead if _at_or_after(d.msg, waiting)]
         dead = [d for d in dead if d not in deferred]
-        stats = self._batch_stats(messages, result, dead, len(deferred) + len(result.unregistered))
-        stats.tenants, stats.db_seconds = len(by_tenant), time.monotonic() - started
+        deferred_count = len(deferred) + len(result.unregistered)
+        stats = self._batch_stats(polled.messages, result, dead, deferred_count)
+        stats.tenants, stats.db_seconds = len(polled.by_tenant), time.monotonic() - started
         # 4. dead letters, emitted messages and offsets in one Kafka transaction
-        offsets = _next_offsets(messages, waiting)
+        offsets = _next_offsets(polled.messages, waiting)
         streams = result.streams.values()
         if not self._commit(
             consumer, out, offsets=offsets, dead=dead, outgoing=result.outgoing, streams=streams
         ):
-            _rewind(consumer, messages)
-            return
+            return Landed(False, waiting, stats, dead)
         self.run_after_commit(result)
-        if waiting:
-            _seek(consumer, waiting)
-            time.sleep(UNREGISTERED_BACKOFF_S)
-        self._report(stats, dead)
+        return Landed(True, waiting, stats, dead)
 
-    def _decode_batch(
-        self, messages: list[Message]
-    ) -> tuple[dict[uuid.UUID, list[Envelope]], list[Dead], dict[Coords, Message]]:
+    def _land(
+        self, consumer: Consumer, batch: Polled, landed: Landed, ahead: Polled | None
+    ) -> bool:
+        """Report a batch that went through steps 3-4. True if ``ahead``, the batch decoded
+        meanwhile, may go on; otherwise both are read again from where they must resume."""
+        if landed.committed:
+            self._report(landed.stats, landed.dead)
+            if not landed.waiting:
+                return True
+            again = dict(landed.waiting)
+        else:
+            again = _first_offsets(batch.messages)
+        if ahead is not None:
+            for key, offset in _first_offsets(ahead.messages).items():
+                again[key] = min(again.get(key, offset), offset)
+        _seek(consumer, again)
+        if landed.committed:
+            time.sleep(UNREGISTERED_BACKOFF_S)
+        return False
+
+    def _decode_batch(self, messages: list[Message]) -> Polled:
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
         dead: list[Dead] = []
         raw: dict[Coords, Message] = {}
@@ -284,7 +352,7 @@ class Engine:
                 continue
             raw[(logical, envelope.partition, envelope.offset)] = msg
             by_tenant[envelope.tenant_id].append(envelope)
-        return by_tenant, dead, raw
+        return Polled(messages, by_tenant, dead, raw)
 
     def _batch_stats(
         self, messages: list[Message], result: ApplyResult, dead: list[Dead], deferred: int
@@ -660,13 +728,13 @@ def _at_or_after(msg: Message, waiting: dict[tuple[str, int], int]) -> bool:
     return first is not None and int(msg.offset() or 0) >= first
 
 
-def _rewind(consumer: Consumer, messages: list[Message]) -> None:
-    """Read the batch's partitions again from its first message in each."""
+def _first_offsets(messages: list[Message]) -> dict[tuple[str, int], int]:
+    """Each partition's first offset in ``messages``."""
     lowest: dict[tuple[str, int], int] = {}
     for m in messages:
         key = (str(m.topic()), int(m.partition() or 0))
         lowest[key] = min(lowest.get(key, 1 << 62), int(m.offset() or 0))
-    _seek(consumer, lowest)
+    return lowest
 
 
 def _seek(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
