@@ -189,12 +189,11 @@ def test_a_crash_between_seal_and_tagging_is_repaired_by_the_redelivery(
         0
     ] == (0,)
 
-    stats = totals(drain(settings))  # same group: the crashed batch is delivered again
-    assert stats.consumed >= len(sealing[1])
-    assert stats.applied == 0, "the re-delivered messages were applied already"
-    assert_tagged(settings, t, profiles=N - 5)
+    # profiles arriving while the tags are pending take the snapshots from the members
     publish(settings, "profile-changes", late_upserts(t))
-    drain(settings)
+    stats = totals(drain(settings))  # same group: the crashed batch is delivered again
+    assert stats.consumed >= len(sealing[1]) + 5
+    assert stats.applied == 5, "the re-delivered messages were applied already"
     assert_tagged(settings, t)
 
     # the state is a clean run's: the same topics read into an empty database
