@@ -39,6 +39,7 @@ from leo_activation.consumers.receipts import receipt_row
 from leo_activation.contracts import from_json
 from leo_activation.digest import state_digest
 from leo_activation.handling import ApplyContext, Envelope
+from leo_activation.settings import DEFAULT_BATCH_SIZE
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION_COLUMNS = ("tenant_id", "profile_id", "version", "content_hash", "ext_id", "email",
@@ -50,8 +51,8 @@ QUICK = {
     "naive": 2_000,
     "snapshot": 1_000_000,
     "replay_scale": 1.0,  # x ~114k messages
-    "rss_batch": 1_000,
-    "batch": 2_000,
+    "rss_batch": DEFAULT_BATCH_SIZE,
+    "batch": DEFAULT_BATCH_SIZE,
 }
 FULL = {**QUICK, "receipts": 1_000_000, "profiles": 300_000, "naive": 5_000, "replay_scale": 8.7}
 
