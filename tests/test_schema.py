@@ -693,6 +693,40 @@ def test_snapshot_member_needs_its_snapshot(seeded: Seeded) -> None:
         owner.execute(insert_members, (a, FIXED_TIME, [ghost], profiles))
 
 
+def test_delivery_log_needs_its_tenant_and_a_tenant_is_never_deleted(seeded: Seeded) -> None:
+    """delivery_log -> tenant is checked per statement (0007): a row of a tenant that does not
+    exist is refused with the foreign-key SQLSTATE, alone or among valid rows, for the owner
+    too; and since nothing else keeps a tenant's rows from being orphaned, a tenant can be
+    disabled but never deleted or truncated."""
+    a, _ = seeded.pairs["delivery_log"]
+    ghost = uuid.uuid5(NS, "no such tenant")
+    insert_rows = (
+        "INSERT INTO delivery_log (tenant_id, log_id, delivery_id, delivery_status, sent_at) "
+        "SELECT t, gen_random_uuid(), gen_random_uuid(), 'sent', %s FROM unnest(%s::uuid[]) t"
+    )
+    with connect(seeded.db.app_url) as conn:
+        with (
+            pytest.raises(errors.ForeignKeyViolation, match="tenant") as refused,
+            tenant_tx(conn, ghost),  # RLS lets the current tenant write; it must also exist
+        ):
+            conn.execute(insert_rows, (FIXED_TIME, [ghost]))
+        assert refused.value.sqlstate == "23503"
+        assert refused.value.diag.table_name == "delivery_log"
+        with tenant_tx(conn, a):
+            assert conn.execute(insert_rows, (FIXED_TIME, [a, a])).rowcount == 2
+    with connect(seeded.db.admin_url) as owner:
+        with pytest.raises(errors.ForeignKeyViolation, match=str(ghost)):
+            owner.execute(insert_rows, (FIXED_TIME, [a, ghost]))
+        owner.rollback()
+        for statement in ("DELETE FROM tenant WHERE tenant_id = %s", "TRUNCATE tenant CASCADE"):
+            with pytest.raises(errors.InsufficientPrivilege, match="never deleted"):
+                owner.execute(statement, (a,) if "%s" in statement else None)
+            owner.rollback()
+        owner.execute("UPDATE tenant SET status = 'disabled' WHERE tenant_id = %s", (a,))
+        assert owner.execute("SELECT status FROM tenant WHERE tenant_id = %s", (a,)).fetchone()
+        owner.rollback()
+
+
 def test_segment_snapshots_cannot_shrink(seeded: Seeded) -> None:
     a, _ = seeded.pairs["cdp_profiles"]
     extra = uuid.uuid5(NS, "another snapshot")
