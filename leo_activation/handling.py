@@ -27,6 +27,8 @@ class Envelope(NamedTuple):
     record: dict[str, Any]
     tenant_id: uuid.UUID
     correlation_id: str | None
+    # what the topic's handler prepared for it when it was decoded (Handler.prepare)
+    row: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,12 @@ class Handler(Protocol):
     topic: str
     #: the engine refuses messages of unknown or disabled tenants before calling apply
     requires_active_tenant: bool
+
+    def prepare(self, envelope: Envelope) -> tuple[Any, ...] | None:
+        """The row ``apply`` will write for this message (``Envelope.row``), or None. Called when
+        the message is decoded, in the thread that decodes the next batch while the previous one
+        is applied: per-message work here overlaps the database's."""
+        ...
 
     def apply(
         self,

@@ -316,6 +316,9 @@ class CommandsHandler:
     topic = "commands"
     requires_active_tenant = False  # tenant lifecycle commands come before the tenant exists
 
+    def prepare(self, envelope: Envelope) -> None:
+        return None  # commands are few and each applied on its own
+
     def apply(
         self,
         conn: psycopg.Connection[Any],

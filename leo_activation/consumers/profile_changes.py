@@ -54,9 +54,18 @@ def membership_row(e: Envelope) -> tuple[Any, ...]:
             r["action"], r["occurred_at"], r.get("profile_version"))  # fmt: skip
 
 
+def _row(e: Envelope) -> tuple[Any, ...]:
+    if e.row is not None:
+        return e.row
+    return profile_row(e) if e.kind == "profile_upsert" else membership_row(e)
+
+
 class ProfileChangesHandler:
     topic = "profile-changes"
     requires_active_tenant = True
+
+    def prepare(self, envelope: Envelope) -> tuple[Any, ...]:
+        return _row(envelope)
 
     def apply(
         self,
@@ -69,7 +78,7 @@ class ProfileChangesHandler:
         upserts = [e for e in batch if e.kind == "profile_upsert"]
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
-            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(profile_row, upserts))
+            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_row, upserts))
             changed = conn.execute(sql_text("queries/profiles_upsert.sql")).rowcount
             row = conn.execute(sql_text("queries/profile_versions_insert.sql")).fetchone()
             assert row is not None
@@ -81,9 +90,7 @@ class ProfileChangesHandler:
             if unblocked:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked, ctx))
         if changes:
-            stage(
-                conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(membership_row, changes)
-            )
+            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_row, changes))
             inserted = conn.execute(sql_text("queries/membership_insert.sql")).rowcount
             result.applied += inserted
             result.duplicates += len(changes) - inserted

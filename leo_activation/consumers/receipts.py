@@ -79,6 +79,9 @@ class ReceiptsHandler:
     topic = "receipts"
     requires_active_tenant = True
 
+    def prepare(self, envelope: Envelope) -> tuple[Any, ...]:
+        return receipt_row(envelope, str(envelope.tenant_id))
+
     def apply(
         self,
         conn: psycopg.Connection[Any],
@@ -87,6 +90,7 @@ class ReceiptsHandler:
         ctx: ApplyContext,
     ) -> ApplyResult:
         tenant_text = str(tenant_id)
-        stage(conn, "delivery_log", COLUMNS, (receipt_row(e, tenant_text) for e in batch))
+        rows = (e.row if e.row is not None else receipt_row(e, tenant_text) for e in batch)
+        stage(conn, "delivery_log", COLUMNS, rows)
         inserted = conn.execute(sql_text("queries/receipts_insert.sql")).rowcount
         return ApplyResult(applied=inserted, duplicates=len(batch) - inserted)
