@@ -13,6 +13,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -56,58 +57,79 @@ def _logical(avro_type: Any) -> str | None:
     return None
 
 
-_CHECKED_FIELDS: dict[bytes, tuple[tuple[str, bool], ...]] = {}
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """What validate checks of one field, worked out once per schema version (validate runs for
+    every message consumed)."""
+
+    name: str
+    is_uuid: bool
+    is_json: bool  # JSON text: must parse to an object
+    max_len: int  # for a text value
+    is_embedding: bool
+    is_labels: bool
 
 
-def _checked_fields(version: SchemaVersion) -> tuple[tuple[str, bool], ...]:
-    """(field name, is a uuid) of a schema version: what validate walks, worked out once."""
-    fields = _CHECKED_FIELDS.get(version.fingerprint)
-    if fields is None:
-        fields = tuple((n, _logical(t) == "uuid") for n, t in _field_types(version).items())
-        _CHECKED_FIELDS[version.fingerprint] = fields
-    return fields
+_CHECKS: dict[bytes, tuple[_Check, ...]] = {}
+
+
+def _checks(version: SchemaVersion) -> tuple[_Check, ...]:
+    checks = _CHECKS.get(version.fingerprint)
+    if checks is None:
+        checks = tuple(
+            _Check(
+                name=name,
+                is_uuid=_logical(t) == "uuid",
+                is_json=name in JSON_TEXT_FIELDS,
+                max_len=MAX_JSON_TEXT
+                if name in JSON_TEXT_FIELDS
+                else MAX_TEXT.get(name, DEFAULT_MAX_TEXT),
+                is_embedding=name == "embedding",
+                is_labels=name == "data_labels",
+            )
+            for name, t in _field_types(version).items()
+        )
+        _CHECKS[version.fingerprint] = checks
+    return checks
 
 
 def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -> None:
     """Raise :class:`PoisonMessage` if a decoded record breaks a rule its Avro type cannot state."""
-    fields = _checked_fields((cat or catalog()).latest(kind))
-    for name, is_uuid in fields:
-        value = record.get(name)
+    checks = _checks((cat or catalog()).latest(kind))
+    for check in checks:
+        value = record.get(check.name)
         if value is None:
             continue
-        if is_uuid and not isinstance(value, uuid.UUID):
+        if check.is_uuid and not isinstance(value, uuid.UUID):
             try:
                 uuid.UUID(str(value))
             except ValueError:
                 raise PoisonMessage(
-                    "bad_uuid", f"{name}={str(value)[:60]!r} is not a uuid"
+                    "bad_uuid", f"{check.name}={str(value)[:60]!r} is not a uuid"
                 ) from None
         if isinstance(value, str):
-            _check_text(name, value)
-        if name == "embedding":
+            _check_text(check, value)
+        elif check.is_embedding:
             _check_embedding(value)
-        if name == "data_labels" and any(len(label) > DEFAULT_MAX_TEXT for label in value):
+        elif check.is_labels and any(len(label) > DEFAULT_MAX_TEXT for label in value):
             raise PoisonMessage("oversize", f"a data label is longer than {DEFAULT_MAX_TEXT}")
-    if record.get("tenant_id") is None and any(name == "tenant_id" for name, _ in fields):
+    if record.get("tenant_id") is None and any(c.name == "tenant_id" for c in checks):
         raise PoisonMessage("missing_tenant", "tenant_id is missing")
 
 
-def _check_text(name: str, value: str) -> None:
+def _check_text(check: _Check, value: str) -> None:
+    name = check.name
     if "\x00" in value:
         raise PoisonMessage("bad_text", f"{name} contains a NUL character")
-    if name in JSON_TEXT_FIELDS:
-        if len(value) > MAX_JSON_TEXT:
-            raise PoisonMessage("oversize", f"{name} is {len(value)} chars (max {MAX_JSON_TEXT})")
+    if len(value) > check.max_len:
+        raise PoisonMessage("oversize", f"{name} is {len(value)} chars (max {check.max_len})")
+    if check.is_json:
         try:
             parsed = json.loads(value)
         except ValueError as exc:
             raise PoisonMessage("bad_json", f"{name} is not JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise PoisonMessage("bad_json", f"{name} must be a JSON object")
-        return
-    limit = MAX_TEXT.get(name, DEFAULT_MAX_TEXT)
-    if len(value) > limit:
-        raise PoisonMessage("oversize", f"{name} is {len(value)} chars (max {limit})")
 
 
 def _check_embedding(value: Any) -> None:
