@@ -124,6 +124,12 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         "max.partition.fetch.bytes": 256 << 10,
         "fetch.queue.backoff.ms": 20,  # re-check a full queue soon (default: a whole second)
         **settings.extra_kafka,
+        # Eager rebalancing, whatever the extras say: a rebalance drops the batch decoded ahead
+        # (Engine.run), which is only safe when it takes every partition back and the next
+        # assignment resumes from the committed offsets. An incremental protocol would keep some
+        # partitions positioned past the dropped messages.
+        "group.protocol": "classic",
+        "partition.assignment.strategy": "range,roundrobin",
     }
 
 
