@@ -1,0 +1,67 @@
+"""The pipelined engine applies a batch while it decodes the next. When the batch in flight leaves
+messages waiting (their tenant's registration is not readable yet), the batch decoded meanwhile
+must be dropped and read again after them: nothing lost, nothing applied twice, nothing
+dead-lettered."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from leo_activation import corpus, engine
+from leo_activation.engine import BatchStats, Engine, Landed, Polled
+from leo_activation.settings import Settings
+from tests.fix_app import publish_corpus, totals
+from tests.fix_db import tenant_tx
+
+RECEIPTS = 40
+
+
+def test_a_batch_decoded_ahead_is_read_again_after_the_one_before_waits(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.with_overrides(batch_size=5)
+    c = corpus.build(12, n_tenants=1, n_profiles=2, n_receipts=RECEIPTS, duplicate_rate=0)
+    # The registration is published (and committed) before the receipts, but its partition lags:
+    # the consumer holds the commands partitions paused until traffic has waited for it once.
+    publish_corpus(settings, corpus.Corpus({"commands": c.topics["commands"]}))
+    publish_corpus(settings, corpus.Corpus({"receipts": c.topics["receipts"]}))
+    commands_topic = settings.topic("commands")
+    held: list[Consumer] = []
+
+    class LaggingCommands(engine._Idleness):
+        def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            super().on_assign(consumer, partitions)
+            consumer.assign(partitions)
+            consumer.pause([p for p in partitions if p.topic == commands_topic])
+            held.append(consumer)
+
+    monkeypatch.setattr(engine, "_Idleness", LaggingCommands)
+    landings: list[tuple[bool, bool]] = []  # (left messages waiting, a batch decoded ahead)
+    batches: list[BatchStats] = []
+
+    class Watched(Engine):
+        def _land(
+            self, consumer: Consumer, batch: Polled, landed: Landed, ahead: Polled | None
+        ) -> bool:
+            landings.append((bool(landed.waiting), ahead is not None))
+            return super()._land(consumer, batch, landed, ahead)
+
+    def on_batch(stats: BatchStats) -> None:
+        batches.append(stats)
+        if stats.deferred and held:  # traffic has waited: the registration's partition catches up
+            consumer = held.pop()
+            consumer.resume([p for p in consumer.assignment() if p.topic == commands_topic])
+
+    Watched(settings, on_batch=on_batch).run(until_idle=3)
+
+    assert (True, True) in landings, landings  # a batch waited while the next was decoded
+    total = totals(batches)
+    assert total.dead_lettered == 0
+    assert total.duplicates == 0  # a dropped batch was never applied, so never applied twice
+    assert total.applied == RECEIPTS + len(c.topics["commands"])
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as conn, tenant_tx(conn, corpus.tenants(12, 1)[0]):
+        row = conn.execute("SELECT count(*) FROM delivery_log").fetchone()
+    assert row == (RECEIPTS,)
