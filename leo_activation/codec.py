@@ -9,7 +9,9 @@ carries a fixed set of types. Two framings:
 * Schema Registry (``LEO_SCHEMA_REGISTRY_URL``): the Confluent wire format (``00`` + 4-byte
   schema id), schemas registered under the record name (RecordNameStrategy: many types a topic).
 
-Decoding failures raise :class:`PoisonMessage`: the engine dead-letters them.
+Decoding failures raise :class:`PoisonMessage`: the engine dead-letters them. A Schema Registry
+that does not answer is not the message's fault: decoding waits for it, then raises a
+:class:`LeoError` that stops the consumer with its offsets uncommitted.
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
 import fastavro.schema
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from leo_activation.errors import PoisonMessage
+from leo_activation.errors import LeoError, PoisonMessage
 from leo_activation.resources import schemas_dir
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+REGISTRY_RETRY_S = 60.0  # how long decoding waits for an unavailable Schema Registry
 REGISTRY_MAGIC = b"\x00"
 _FILE_NAME = re.compile(r"^(?P<name>[A-Za-z]\w*)\.v(?P<version>\d+)\.avsc$")
 
@@ -177,9 +183,12 @@ class SingleObjectCodec:
 class RegistryCodec:
     """Confluent wire format through a Schema Registry (``mock://`` works for tests)."""
 
-    def __init__(self, url: str, cat: Catalog | None = None) -> None:
+    def __init__(
+        self, url: str, cat: Catalog | None = None, retry_s: float = REGISTRY_RETRY_S
+    ) -> None:
         self.client = SchemaRegistryClient.new_client({"url": url})  # mock:// for tests
         self.catalog = cat or catalog()
+        self.retry_s = retry_s
         self._ids: dict[str, int] = {}
         self._writers: dict[int, SchemaVersion] = {}
 
@@ -198,12 +207,7 @@ class RegistryCodec:
 
     def _writer(self, schema_id: int) -> SchemaVersion:
         if schema_id not in self._writers:
-            try:
-                registered = self.client.get_schema(schema_id)
-            except Exception as exc:  # the client raises SchemaRegistryError for unknown ids
-                raise PoisonMessage(
-                    "unknown_schema", f"registry has no schema id {schema_id}"
-                ) from exc
+            registered = self._fetch(schema_id)
             canonical = fastavro.schema.to_parsing_canonical_form(
                 json.loads(registered.schema_str or "null")
             )
@@ -213,6 +217,30 @@ class RegistryCodec:
                 raise PoisonMessage("unknown_schema", f"schema id {schema_id} is not one we ship")
             self._writers[schema_id] = shipped
         return self._writers[schema_id]
+
+    def _fetch(self, schema_id: int) -> Schema:
+        """The registered schema. Only the registry's "not found" makes a message poison; while
+        the registry is unreachable or failing, decoding waits (up to ``retry_s``) and then
+        gives up with a ``LeoError``: the consumer stops with nothing committed instead of
+        dead-lettering good messages."""
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception(_registry_transient),
+                wait=wait_exponential_jitter(multiplier=0.2, max=5),
+                stop=stop_after_delay(self.retry_s),
+                reraise=True,
+            ):
+                with attempt:
+                    return self.client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == HTTPStatus.NOT_FOUND:
+                raise PoisonMessage(
+                    "unknown_schema", f"registry has no schema id {schema_id}"
+                ) from exc
+            raise LeoError(f"schema registry refused schema id {schema_id}: {exc}") from exc
+        except Exception as exc:
+            raise LeoError(f"schema registry unavailable for {self.retry_s:.0f}s: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def decode(self, topic: str, data: bytes | None) -> tuple[str, dict[str, Any]]:
         if not data:
@@ -229,6 +257,13 @@ class RegistryCodec:
                 "wrong_topic", f"{writer.name} belongs on topic {writer.topic!r}, not {topic!r}"
             )
         return writer.kind, _read_body(data[5:], writer, self.catalog.latest(writer.kind))
+
+
+def _registry_transient(exc: BaseException) -> bool:
+    """A registry error worth waiting out: no answer, a server error, or "slow down"."""
+    if isinstance(exc, SchemaRegistryError):
+        return exc.http_status_code >= 500 or exc.http_status_code in (408, 429)
+    return True
 
 
 def make_codec(schema_registry_url: str | None) -> Codec:

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import socket
 import struct
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from leo_activation.codec import (
     catalog,
 )
 from leo_activation.contracts import from_json, validate
-from leo_activation.errors import PoisonMessage
+from leo_activation.errors import LeoError, PoisonMessage
 
 CODEC = SingleObjectCodec()
 TENANT = "7d5a2c3e-0b1f-4a57-9a4e-2f6f3a9d1c11"
@@ -216,6 +217,20 @@ def test_registry_wire_format_round_trips_and_unknown_ids_are_poison() -> None:
     with pytest.raises(PoisonMessage) as caught:
         codec.decode("receipts", b"\x00" + struct.pack(">I", 999_999) + data[5:])
     assert caught.value.error_class == "unknown_schema"
+
+
+def test_an_unreachable_registry_stops_decoding_instead_of_dead_lettering() -> None:
+    """A registry that does not answer says nothing about the message: decoding gives up with a
+    LeoError (the consumer stops, its offsets uncommitted) rather than a PoisonMessage."""
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    codec = RegistryCodec(f"http://127.0.0.1:{port}", retry_s=0.5)
+    kind, record = from_json("receipts", _receipt())
+    body = RegistryCodec(f"mock://{uuid.uuid4().hex}").encode(kind, record)
+    with pytest.raises(LeoError, match="schema registry unavailable") as caught:
+        codec.decode("receipts", body)
+    assert not isinstance(caught.value, PoisonMessage)
 
 
 def test_timestamps_keep_microseconds() -> None:
