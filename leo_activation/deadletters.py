@@ -171,7 +171,13 @@ def redrive(settings: Settings, ids: list[str]) -> list[tuple[str, str]]:
                 f"dead letter {ident} came from {source}, not an input topic of this deployment "
                 f"(prefix {settings.topic_prefix!r})"
             )
+        # the original headers (a dead letter written before v2 has none), without the marks of
+        # an earlier redrive, then this redrive's
         headers = [
+            (str(h["name"]), h["value"])
+            for h in record.get("original_headers") or []
+            if h["name"] not in (REDRIVEN_FROM_HEADER, REDRIVEN_PARTITION_HEADER)
+        ] + [
             (REDRIVEN_FROM_HEADER, str(offset).encode()),
             (REDRIVEN_PARTITION_HEADER, str(partition).encode()),
         ]

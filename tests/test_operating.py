@@ -473,6 +473,8 @@ def test_dead_letters_list_shows_the_reason_and_redrive_puts_it_back(
     original = [m for m in receipts if m is not redriven[0]]
     assert redriven[0].value() == original[0].value()
     assert redriven[0].key() == original[0].key()
+    # the original headers come back too: the correlation id is not lost on the way round
+    assert ("leo.correlation_id", b"corr-42") in (redriven[0].headers() or [])
     again = totals(drain(settings))
     assert again.applied == 1
     assert again.dead_lettered == 0

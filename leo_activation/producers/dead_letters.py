@@ -1,10 +1,13 @@
 """Dead letters: a message that could not be applied, with its coordinates and the reason.
 
-The value is a ``DeadLetter`` Avro record holding the original key and bytes (so it can be
-re-driven unchanged); the same facts are in headers for tools that only read headers.
+The value is a ``DeadLetter`` Avro record holding the original key, bytes and headers (so it can
+be re-driven unchanged, correlation header included); the same facts are in headers for tools
+that only read headers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -32,6 +35,7 @@ def dead_letter(
         "original_key": msg.key(),
         "original_value": msg.value(),
         "original_timestamp_ms": timestamp_ms if timestamp_ms and timestamp_ms > 0 else None,
+        "original_headers": _original_headers(msg),
         "error_class": error.error_class,
         "reason": error.reason[:2000],
         "tenant_id": tenant_id,
@@ -46,3 +50,12 @@ def dead_letter(
         (HEADER_PREFIX + "reason", error.reason[:2000].encode()),
     ]
     return msg.key(), codec.encode("dead_letter", record), headers
+
+
+def _original_headers(msg: Message) -> list[dict[str, Any]]:
+    headers = msg.headers() or []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [
+        {"name": name, "value": value.encode() if isinstance(value, str) else value}
+        for name, value in items
+    ]
