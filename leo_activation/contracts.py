@@ -93,9 +93,12 @@ def _checks(version: SchemaVersion) -> tuple[_Check, ...]:
     return checks
 
 
-def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -> None:
-    """Raise :class:`PoisonMessage` if a decoded record breaks a rule its Avro type cannot state."""
+def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -> dict[str, Any]:
+    """Raise :class:`PoisonMessage` if a decoded record breaks a rule its Avro type cannot state.
+    Returns the JSON text fields it parsed (name -> object), so that no consumer parses them
+    twice."""
     checks = _checks((cat or catalog()).latest(kind))
+    parsed: dict[str, Any] = {}
     for check in checks:
         value = record.get(check.name)
         if value is None:
@@ -109,12 +112,15 @@ def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -
                 ) from None
         if isinstance(value, str):
             _check_text(check, value)
+            if check.is_json:
+                parsed[check.name] = _parse_json_object(check.name, value)
         elif check.is_embedding:
             _check_embedding(value)
         elif check.is_labels and any(len(label) > DEFAULT_MAX_TEXT for label in value):
             raise PoisonMessage("oversize", f"a data label is longer than {DEFAULT_MAX_TEXT}")
     if record.get("tenant_id") is None and any(c.name == "tenant_id" for c in checks):
         raise PoisonMessage("missing_tenant", "tenant_id is missing")
+    return parsed
 
 
 def _check_text(check: _Check, value: str) -> None:
@@ -123,13 +129,16 @@ def _check_text(check: _Check, value: str) -> None:
         raise PoisonMessage("bad_text", f"{name} contains a NUL character")
     if len(value) > check.max_len:
         raise PoisonMessage("oversize", f"{name} is {len(value)} chars (max {check.max_len})")
-    if check.is_json:
-        try:
-            parsed = json.loads(value)
-        except ValueError as exc:
-            raise PoisonMessage("bad_json", f"{name} is not JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise PoisonMessage("bad_json", f"{name} must be a JSON object")
+
+
+def _parse_json_object(name: str, value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise PoisonMessage("bad_json", f"{name} is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise PoisonMessage("bad_json", f"{name} must be a JSON object")
+    return parsed
 
 
 def _check_embedding(value: Any) -> None:

@@ -481,7 +481,7 @@ class Engine:
     def decode(self, logical: str, msg: Message) -> Envelope:
         """Decode and validate one message (raises PoisonMessage)."""
         kind, record = self.codec.decode(logical, msg.value())
-        contracts.validate(kind, record)
+        json_fields = contracts.validate(kind, record)
         tenant = record.get("tenant_id")
         if tenant is None:
             raise PoisonMessage("missing_tenant", "tenant_id is missing")
@@ -496,7 +496,7 @@ class Engine:
             correlation_id=record.get("correlation_id") or _header_correlation(msg) or None,
         )
         handler = self.handler_by_topic.get(logical)
-        row = None if handler is None else handler.prepare(envelope)
+        row = None if handler is None else handler.prepare(envelope, json_fields)
         return envelope if row is None else envelope._replace(row=row)
 
     def _apply_tenant_with_retry(self, tenant_id: uuid.UUID, batch: list[Envelope]) -> ApplyResult:

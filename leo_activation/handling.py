@@ -4,7 +4,7 @@ envelopes of one tenant, inside that tenant's transaction) and what it returns."
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -95,10 +95,11 @@ class Handler(Protocol):
     #: the engine refuses messages of unknown or disabled tenants before calling apply
     requires_active_tenant: bool
 
-    def prepare(self, envelope: Envelope) -> tuple[Any, ...] | None:
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The row ``apply`` will write for this message (``Envelope.row``), or None. Called when
         the message is decoded, in the thread that decodes the next batch while the previous one
-        is applied: per-message work here overlaps the database's."""
+        is applied: per-message work here overlaps the database's. ``json_fields``: the JSON
+        text fields validation parsed (name -> object)."""
         ...
 
     def apply(

@@ -67,6 +67,9 @@ def test_receipt_row_id_is_the_generic_fact_id(record: dict[str, Any]) -> None:
     assert row[1] == str(reference_id(tenant, record))
     assert (uuid.UUID(row[0]), uuid.UUID(row[2])) == (tenant, record["delivery_id"])
     assert row[8] == ids.canonical_json(json.loads(record["provider_response"]))
+    # the engine hands over validation's parse of provider_response (json.loads): the same row
+    parsed = json.loads(record["provider_response"])
+    assert receipt_row(envelope, str(tenant), parsed) == row
 
 
 @settings(max_examples=300, deadline=None)

@@ -316,7 +316,7 @@ class CommandsHandler:
     topic = "commands"
     requires_active_tenant = False  # tenant lifecycle commands come before the tenant exists
 
-    def prepare(self, envelope: Envelope) -> None:
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> None:
         return None  # commands are few and each applied on its own
 
     def apply(

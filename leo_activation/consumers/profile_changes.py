@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -35,9 +36,10 @@ MEMBERSHIP_COLUMNS = (
 )  # fmt: skip
 
 
-def profile_row(e: Envelope) -> tuple[Any, ...]:
+def profile_row(e: Envelope, attributes: Any = None) -> tuple[Any, ...]:
     r = e.record
-    attributes = json.loads(r["raw_attributes"])
+    if attributes is None:  # validation's parse of raw_attributes, when the caller has it
+        attributes = json.loads(r["raw_attributes"])
     labels = sorted(set(r.get("data_labels") or []))
     content = [r["ext_id"], r["email"], r["mobile_number"], r.get("push_token"), labels, attributes,
                r["occurred_at"]]  # fmt: skip
@@ -54,18 +56,20 @@ def membership_row(e: Envelope) -> tuple[Any, ...]:
             r["action"], r["occurred_at"], r.get("profile_version"))  # fmt: skip
 
 
-def _row(e: Envelope) -> tuple[Any, ...]:
+def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
     if e.row is not None:
         return e.row
-    return profile_row(e) if e.kind == "profile_upsert" else membership_row(e)
+    if e.kind == "profile_upsert":
+        return profile_row(e, (json_fields or {}).get("raw_attributes"))
+    return membership_row(e)
 
 
 class ProfileChangesHandler:
     topic = "profile-changes"
     requires_active_tenant = True
 
-    def prepare(self, envelope: Envelope) -> tuple[Any, ...]:
-        return _row(envelope)
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...]:
+        return _row(envelope, json_fields)
 
     def apply(
         self,

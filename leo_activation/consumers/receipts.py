@@ -11,6 +11,7 @@ import functools
 import json
 import json.encoder
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -64,12 +65,14 @@ def receipt_fact_id(
 _tenant_text = functools.lru_cache(maxsize=4096)(str)
 
 
-def receipt_row(e: Envelope, tenant_text: str) -> tuple[Any, ...]:
+def receipt_row(e: Envelope, tenant_text: str, response: Any = None) -> tuple[Any, ...]:
     """The delivery_log row of one receipt (``tenant_text``: ``str(e.tenant_id)``, the same for a
     whole batch). Ids go out as canonical text: COPY parses them, which is cheaper than adapting
     ``uuid.UUID`` objects one by one."""
     r = e.record
-    response_json = ids.canonical_json(json.loads(r["provider_response"]))
+    if response is None:  # validation's parse of provider_response, when the caller has it
+        response = json.loads(r["provider_response"])
+    response_json = ids.canonical_json(response)
     delivery = r["delivery_id"]
     delivery_text = str(delivery if isinstance(delivery, uuid.UUID) else uuid.UUID(str(delivery)))
     return (
@@ -84,8 +87,9 @@ class ReceiptsHandler:
     topic = "receipts"
     requires_active_tenant = True
 
-    def prepare(self, envelope: Envelope) -> tuple[Any, ...]:
-        return receipt_row(envelope, _tenant_text(envelope.tenant_id))
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...]:
+        response = json_fields.get("provider_response")
+        return receipt_row(envelope, _tenant_text(envelope.tenant_id), response)
 
     def apply(
         self,
