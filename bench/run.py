@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,22 +139,58 @@ def _throughput_section(
 # ---------------------------------------------------------------------- sections
 
 
+def _engine_and_decode(
+    env: BenchEnv,
+    tenants: list[uuid.UUID],
+    *,
+    prefix: str,
+    label: str,
+    topic: str,
+    batch: int,
+    messages: Iterable[gen.Message],
+) -> tuple[int, Rate, Rate]:
+    """Publish the section's corpus, then measure the engine on it (into its own database) and
+    ceiling (a) on the same topic: (messages, end to end, decode only)."""
+    database = env.fresh_database(f"{label}_e2e")
+    env.add_tenants(database, tenants)
+    settings = env.settings(database, prefix, f"{label}-e2e", batch_size=batch)
+    started = time.perf_counter()
+    n = gen.publish(settings, topic, messages)
+    print(f"  published {n:,} {topic} in {time.perf_counter() - started:.1f}s", flush=True)
+    e2e, stats = engine_rate(settings, [topic], n)
+    assert stats.applied == n, stats
+    assert stats.dead_lettered == 0, stats
+    decode = decode_only_rate(settings, topic, n, f"bench-{env.run_id}-{label}-decode")
+    return n, e2e, decode
+
+
+def _naive(
+    env: BenchEnv,
+    tenants: list[uuid.UUID],
+    *,
+    prefix: str,
+    label: str,
+    topic: str,
+    count: int,
+    batch: int,
+    apply_one: Callable[[Any, Envelope], None],
+) -> Rate:
+    """The naive baseline on ``count`` messages of the section's topic, into its own database."""
+    database = env.fresh_database(f"{label}_naive")
+    env.add_tenants(database, tenants)
+    settings = env.settings(database, prefix, f"{label}-naive", batch_size=batch)
+    return naive_rate(settings, topic, count, settings.group_id, apply_one)
+
+
 def bench_receipts(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
     n, batch = int(sizes["receipts"]), int(sizes["batch"])
     tenants = gen.bench_tenants(1, 4)
     gen.self_check("receipts", gen.receipts(tenants, 100))
     prefix = env.prefix("rc")
-    setup_db = env.fresh_database("rc_e2e")
-    env.add_tenants(setup_db, tenants)
-    settings = env.settings(setup_db, prefix, "rc-e2e", batch_size=batch)
-    started = time.perf_counter()
-    gen.publish(settings, "receipts", gen.receipts(tenants, n))
-    print(f"  published {n:,} receipts in {time.perf_counter() - started:.1f}s", flush=True)
-
-    e2e, stats = engine_rate(settings, ["receipts"], n)
-    assert stats.applied == n, stats
-    assert stats.dead_lettered == 0, stats
-    decode = decode_only_rate(settings, "receipts", n, f"bench-{env.run_id}-rc-decode")
+    n, e2e, decode = _engine_and_decode(
+        env, tenants, prefix=prefix, label="rc", topic="receipts", batch=batch,
+        messages=gen.receipts(tenants, n),
+    )  # fmt: skip
 
     copy_db = env.fresh_database("rc_copy")
     env.add_tenants(copy_db, tenants)
@@ -167,13 +203,9 @@ def bench_receipts(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
     )
     copy = copy_rate(copy_db.admin_url, [CopyLoad("delivery_log", RECEIPT_COLUMNS, rows)], n)
 
-    naive_db = env.fresh_database("rc_naive")
-    env.add_tenants(naive_db, tenants)
-    naive_settings = env.settings(naive_db, prefix, "rc-naive", batch_size=batch)
-    naive_r = naive_rate(
-        naive_settings, "receipts", min(n, int(sizes["naive"])), naive_settings.group_id,
-        naive.receipt,
-    )  # fmt: skip
+    naive_r = _naive(env, tenants, prefix=prefix, label="rc", topic="receipts",
+                     count=min(n, int(sizes["naive"])), batch=batch,
+                     apply_one=naive.receipt)  # fmt: skip
     _throughput_section(report, "receipts", e2e, decode=decode, copy=copy, naive_r=naive_r)
 
 
@@ -187,17 +219,10 @@ def bench_profiles(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
 
     gen.self_check("profile-changes", messages())
     prefix = env.prefix("pc")
-    e2e_db = env.fresh_database("pc_e2e")
-    env.add_tenants(e2e_db, tenants)
-    settings = env.settings(e2e_db, prefix, "pc-e2e", batch_size=batch)
-    started = time.perf_counter()
-    n = gen.publish(settings, "profile-changes", messages())
-    print(f"  published {n:,} profile changes in {time.perf_counter() - started:.1f}s", flush=True)
-
-    e2e, stats = engine_rate(settings, ["profile-changes"], n)
-    assert stats.applied == n, stats
-    assert stats.dead_lettered == 0, stats
-    decode = decode_only_rate(settings, "profile-changes", n, f"bench-{env.run_id}-pc-decode")
+    n, e2e, decode = _engine_and_decode(
+        env, tenants, prefix=prefix, label="pc", topic="profile-changes", batch=batch,
+        messages=messages(),
+    )  # fmt: skip
 
     copy_db = env.fresh_database("pc_copy")
     env.add_tenants(copy_db, tenants)
@@ -222,13 +247,9 @@ def bench_profiles(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
     ]
     copy = copy_rate(copy_db.admin_url, loads, n)
 
-    naive_db = env.fresh_database("pc_naive")
-    env.add_tenants(naive_db, tenants)
-    naive_settings = env.settings(naive_db, prefix, "pc-naive", batch_size=batch)
-    naive_r = naive_rate(
-        naive_settings, "profile-changes", min(n, int(sizes["naive"])), naive_settings.group_id,
-        naive.profile_change,
-    )  # fmt: skip
+    naive_r = _naive(env, tenants, prefix=prefix, label="pc", topic="profile-changes",
+                     count=min(n, int(sizes["naive"])), batch=batch,
+                     apply_one=naive.profile_change)  # fmt: skip
     _throughput_section(report, "profile changes", e2e, decode=decode, copy=copy, naive_r=naive_r)
 
 
