@@ -227,7 +227,11 @@ def _alive(pid: int | None, marker: str) -> bool:
     if pid is None:
         return False
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        # Our own child: its exit status is the truth. Its /proc command line can still be
+        # empty right after the fork, which would read as "not ours".
+        if child.poll() is None:
+            return True
         del _CHILDREN[pid]
         return False
     try:

@@ -162,3 +162,20 @@ def test_transactions_commit_offsets_atomically_on_one_node(
     reader.close()
     assert committed[0].offset == offset + 1
     assert result.value() == b"pong"
+
+
+def test_a_server_just_started_counts_as_running() -> None:
+    """`dev up` checks its broker right after starting it, when /proc/<pid>/cmdline may not name
+    the broker yet (empty during start, or a launcher still running): a child of ours that has not
+    exited is running. The launcher here execs into the marked command only after a pause."""
+    marker = "leo-devstack-liveness-probe"
+    child = subprocess.Popen(
+        ["sh", "-c", f'sleep 2; exec sleep 5 "{marker}"'], stdin=subprocess.DEVNULL
+    )
+    devstack._CHILDREN[child.pid] = child
+    try:
+        assert devstack._alive(child.pid, marker) is True
+    finally:
+        child.kill()
+        child.wait()
+    assert devstack._alive(child.pid, marker) is False
