@@ -170,7 +170,8 @@ def test_a_server_just_started_counts_as_running() -> None:
     exited is running. The launcher here execs into the marked command only after a pause."""
     marker = "leo-devstack-liveness-probe"
     child = subprocess.Popen(
-        ["sh", "-c", f'sleep 2; exec sleep 5 "{marker}"'], stdin=subprocess.DEVNULL
+        ["sh", "-c", 'sleep 2; m=leo-devstack; exec sleep 5 "$m-liveness-probe"'],
+        stdin=subprocess.DEVNULL,
     )
     devstack._CHILDREN[child.pid] = child
     try:
