@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    sub.add_parser("migrate", help="apply sql/ migrations and create the application role")
+    p = sub.add_parser("migrate", help="apply sql/ migrations and create the application role")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up after waiting this long for another migrate run (default 300)",
+    )
 
     p = sub.add_parser("publish", help="validate JSON Lines and produce them to a topic")
     p.add_argument("--topic", required=True, help="logical or physical topic name")

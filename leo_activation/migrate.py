@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,16 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo, errors, sql
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from leo_activation.db import connect
 from leo_activation.errors import LeoError
 from leo_activation.resources import sql_dir, sql_text
 from leo_activation.settings import Settings
 
+log = logging.getLogger("leo_activation.migrate")
 APPLICATION_GROUP = "leo_application"
+DEFAULT_LOCK_TIMEOUT_S = 300.0
 # Session advisory lock key of a migrate run (any fixed 64-bit number; this is b"leo-migr").
 MIGRATE_LOCK_KEY = 0x6C656F2D6D696772
 _FILE_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
@@ -83,18 +87,25 @@ def schema_checksum(migrations_dir: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def migrate(admin_dsn: str, app_dsn: str, *, migrations_dir: Path | None = None) -> list[str]:
+def migrate(
+    admin_dsn: str,
+    app_dsn: str,
+    *,
+    migrations_dir: Path | None = None,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> list[str]:
     """Apply every pending migration, then ensure the application role; return the names applied.
 
     ``admin_dsn`` connects as the schema owner (a superuser or a role with CREATEROLE that owns
     the database); ``app_dsn`` names the application's login role and password. Raises
-    ``LeoError`` if an applied migration's file changed or vanished.
+    ``LeoError`` if an applied migration's file changed or vanished, or if another run still
+    holds the migration lock after ``lock_timeout_s``.
     """
     migrations = discover(migrations_dir)
     applied: list[str] = []
     with connect(admin_dsn, autocommit=True, application_name="leo-activation migrate") as conn:
         conn.execute("SET client_min_messages = warning")
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
+        _take_lock(conn, lock_timeout_s)
         try:
             _ensure_bookkeeping(conn)
             recorded = _recorded(conn)
@@ -110,6 +121,35 @@ def migrate(admin_dsn: str, app_dsn: str, *, migrations_dir: Path | None = None)
             with contextlib.suppress(psycopg.Error):
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_KEY,))
     return applied
+
+
+def _take_lock(conn: psycopg.Connection[Any], timeout_s: float) -> None:
+    """The migration lock, waiting at most ``timeout_s`` for a run that holds it (said once)."""
+
+    def try_lock() -> bool:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_KEY,)).fetchone()
+        return bool(row and row[0])
+
+    if try_lock():
+        return
+    holder = conn.execute(
+        sql_text("queries/migrate_lock_holder.sql"), {"key": MIGRATE_LOCK_KEY}
+    ).fetchone()
+    who = f" (server process {holder[0]})" if holder else ""
+    log.warning(
+        "another migrate run holds the migration lock%s; waiting up to %.0fs", who, timeout_s
+    )
+    retrying = Retrying(
+        retry=retry_if_result(lambda locked: not locked),
+        wait=wait_fixed(0.5),
+        stop=stop_after_delay(timeout_s),
+        retry_error_callback=lambda _: False,
+    )
+    if not retrying(try_lock):
+        raise LeoError(
+            f"another migrate run still holds the migration lock{who} after {timeout_s:.0f}s; "
+            "let it finish, or stop it, and run migrate again"
+        )
 
 
 def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
@@ -270,11 +310,11 @@ def _lock_down(
 
 def cli_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Apply pending migrations, print what was applied (or that nothing was), return 0."""
-    del args
     admin_dsn = settings.require_admin_database()
     app_dsn = settings.require_database()
+    lock_timeout = DEFAULT_LOCK_TIMEOUT_S if args.lock_timeout is None else args.lock_timeout
     try:
-        applied = migrate(admin_dsn, app_dsn)
+        applied = migrate(admin_dsn, app_dsn, lock_timeout_s=lock_timeout)
     except psycopg.Error as exc:
         raise LeoError(f"migrate failed: {_first_line(exc)}") from exc
     if applied:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ from psycopg import errors, sql
 from leo_activation.db import connect, is_transient, tenant_transaction, with_database
 from leo_activation.devstack import Endpoints
 from leo_activation.errors import LeoError
-from leo_activation.migrate import app_role_name, discover, migrate, migrations_path
+from leo_activation.migrate import (
+    MIGRATE_LOCK_KEY,
+    app_role_name,
+    discover,
+    migrate,
+    migrations_path,
+)
 from tests.fix_db import FIXED_TIME, DbUrls, drop_database, make_tenant, tenant_tx
 
 APPEND_ONLY = (
@@ -764,6 +771,26 @@ def test_migrate_again_applies_nothing(db: DbUrls) -> None:
             "SELECT name FROM leo_meta.leo_schema_migrations ORDER BY name"
         ).fetchall()
     assert [r[0] for r in rows] == [m.name for m in discover()]
+
+
+def test_migrate_waits_for_a_held_lock_then_gives_up_in_one_line(
+    db: DbUrls, caplog: pytest.LogCaptureFixture
+) -> None:
+    with connect(db.admin_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
+        holder_pid = holder.info.backend_pid
+        started = time.monotonic()
+        with pytest.raises(LeoError) as refused:
+            migrate(db.admin_url, db.app_url, lock_timeout_s=1.5)
+        waited = time.monotonic() - started
+    message = str(refused.value)
+    assert "migration lock" in message
+    assert str(holder_pid) in message
+    assert "\n" not in message
+    assert 1.5 <= waited < 30
+    assert any("waiting up to 2s" in r.getMessage() for r in caplog.records)
+    # released: the next run goes through
+    assert migrate(db.admin_url, db.app_url, lock_timeout_s=1.5) == []
 
 
 def test_migrate_refuses_a_changed_migration(db: DbUrls) -> None:
