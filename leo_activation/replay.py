@@ -15,6 +15,7 @@ markers, so they are an upper bound on messages.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -221,6 +222,8 @@ def cli_replay(settings: Settings, args: Any) -> int:
     to_ms = parse_time(args.to_time, "--to-time") if args.to_time else None
     if args.from_offset is not None and args.from_offset < 0:
         raise UsageError("--from-offset must be 0 or more")
+    if from_ms is not None and to_ms is not None and to_ms < from_ms:
+        raise UsageError(f"--to-time {args.to_time} is before --from-time {args.from_time}")
     admin = admin_client(settings)
     topic_partitions(admin, physical)  # unknown topic: exit 2 before anything else
     members = active_members(admin, args.group)
@@ -232,6 +235,14 @@ def cli_replay(settings: Settings, args: Any) -> int:
     plans = plan(
         settings, args.group, physical, from_offset=args.from_offset, from_ms=from_ms, to_ms=to_ms
     )
+    if all(pp.committed is None for pp in plans):
+        # Rewinding a group that never consumed is legitimate (seeding offsets) but more often
+        # a mistyped group name, which would leave the real group where it was.
+        print(
+            f"leo-activation: warning: group {args.group} has no committed offsets on {physical}; "
+            "check the group name (`consume` logs it in its start line)",
+            file=sys.stderr,
+        )
     print(render(args.group, physical, plans, to_ms is not None))
     if args.dry_run:
         note = f" (group has {len(members)} active member(s): stop them first)" if members else ""

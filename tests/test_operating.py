@@ -322,7 +322,25 @@ def test_replay_dry_run_changes_nothing_and_refuses_an_active_group(
     assert cli(settings, "replay", "--group", group, "--topic", "receipts",
                "--from-time", "yesterday") == 2  # fmt: skip
     assert cli(settings, "replay", "--group", group, "--topic", "nope", "--from-offset", "0") == 2
+    capsys.readouterr()
+    assert cli(settings, "replay", "--group", group, "--topic", "receipts",
+               "--from-time", "2024-02-01T00:00:00Z", "--to-time", "2024-01-01T00:00:00Z",
+               "--dry-run") == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--to-time" in err
+    assert len(err.strip().splitlines()) == 1
     assert replay.committed_offsets(admin, group, physical, partitions) == committed
+
+    # a group name that never consumed (a typo) is warned about, in one line
+    typo = group + "x"
+    assert cli(settings, "replay", "--group", typo, "--topic", "receipts",
+               "--from-offset", "0", "--dry-run") == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"group {typo} has no committed offsets" in err
+    assert len(err.strip().splitlines()) == 1
+    assert cli(settings, "replay", "--group", group, "--topic", "receipts",
+               "--from-offset", "0", "--dry-run") == 0  # fmt: skip
+    assert "no committed offsets" not in capsys.readouterr().err
 
     # a running consumer in the group: refused, nothing changed
     with consumer_process(settings, group, tmp_path / "live.log") as proc:
