@@ -20,6 +20,8 @@ import io
 import json
 import re
 import struct
+import traceback
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -134,8 +136,10 @@ def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dic
     except (EOFError, StopIteration, struct.error) as exc:
         raise PoisonMessage("truncated", f"{writer.name}: body ends early") from exc
     except Exception as exc:  # fastavro raises plain ValueError/IndexError etc. on bad bodies
-        error_class = "bad_uuid" if "UUID" in str(exc) else "avro_decode"
-        raise PoisonMessage(error_class, f"{writer.name}: {type(exc).__name__}: {exc}") from exc
+        if _raised_by_uuid(exc):
+            raise PoisonMessage("bad_uuid", f"{writer.name}: a uuid field is malformed") from exc
+        reason = f"{writer.name}: {type(exc).__name__}: {exc}".splitlines()[0][:500]
+        raise PoisonMessage("avro_decode", reason) from exc
     if stream.tell() != len(body):
         raise PoisonMessage(
             "trailing_bytes", f"{writer.name}: {len(body) - stream.tell()} bytes left"
@@ -143,6 +147,12 @@ def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dic
     if not isinstance(record, dict):
         raise PoisonMessage("avro_decode", f"{writer.name}: not a record")
     return record
+
+
+def _raised_by_uuid(exc: BaseException) -> bool:
+    """Whether the uuid logical type's parse failed: its messages vary (``badly formed``, an
+    ``int()`` of a non-hex digit), where it was raised does not."""
+    return any(frame.filename == uuid.__file__ for frame in traceback.extract_tb(exc.__traceback__))
 
 
 class SingleObjectCodec:

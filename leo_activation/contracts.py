@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 import fastavro.validation
@@ -25,6 +27,8 @@ from leo_activation.errors import PoisonMessage
 EMBEDDING_DIM = 384  # must match marketing_event.embedding vector(384) in sql/
 JSON_TEXT_FIELDS = frozenset({"raw_attributes", "reasoning_trace", "provider_response"})
 MAX_JSON_TEXT = 64 * 1024
+# far below Python's recursion limit: json.loads and every later json.dumps of the value recurse
+MAX_JSON_DEPTH = 64
 MAX_TEXT = {
     "reasoning_summary": 10_000,
     "objective": 2_000,
@@ -116,7 +120,7 @@ def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -
                 parsed[check.name] = _parse_json_object(check.name, value)
         elif check.is_embedding:
             _check_embedding(value)
-        elif check.is_labels and any(len(label) > DEFAULT_MAX_TEXT for label in value):
+        elif check.is_labels and any(len(str(label)) > DEFAULT_MAX_TEXT for label in value):
             raise PoisonMessage("oversize", f"a data label is longer than {DEFAULT_MAX_TEXT}")
     if record.get("tenant_id") is None and any(c.name == "tenant_id" for c in checks):
         raise PoisonMessage("missing_tenant", "tenant_id is missing")
@@ -131,13 +135,45 @@ def _check_text(check: _Check, value: str) -> None:
         raise PoisonMessage("oversize", f"{name} is {len(value)} chars (max {check.max_len})")
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``text`` nests arrays/objects, found without recursion (so before parsing it).
+    Brackets inside strings do not count; an unterminated string only makes it an overestimate."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # the common case, at C speed
+        return text.count("[") + text.count("{")
+    brackets = _BRACKET.findall(_JSON_STRING.sub("", text))
+    return max(accumulate(_STEP[b] for b in brackets), default=0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: json.loads makes it inf, which canonical JSON refuses
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_json_object(name: str, value: str) -> dict[str, Any]:
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise PoisonMessage("bad_json", f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        parsed = json.loads(value)
+        parsed = json.loads(value, parse_float=_finite, parse_constant=_no_constant)
     except ValueError as exc:
         raise PoisonMessage("bad_json", f"{name} is not JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise PoisonMessage("bad_json", f"{name} must be a JSON object")
+    if "\\u" in value:  # an escape may encode a lone surrogate, which no UTF-8 text can hold
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise PoisonMessage("bad_json", f"{name} contains a lone surrogate escape") from None
     return parsed
 
 
@@ -171,7 +207,12 @@ def _from_json_value(name: str, avro_type: Any, value: Any) -> Any:
         except ValueError:
             raise ValueError(f"{name}={value!r} is not a uuid") from None
     if name in JSON_TEXT_FIELDS and isinstance(value, dict):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        value = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} contains a lone surrogate (a cut character?)") from None
     return value
 
 
@@ -200,12 +241,33 @@ def from_json(topic: str, obj: Any, cat: Catalog | None = None) -> tuple[str, di
                 record[name] = default["default"]
             elif t != "null" and not (isinstance(t, list) and "null" in t):
                 raise ValueError(f"{kind}: required field {name!r} is missing")
+    # Avro types first: the rules below assume a value has its field's type
+    try:
+        fastavro.validation.validate(record, cat.latest(kind).parsed, raise_errors=True)
+    except fastavro.validation.ValidationError as exc:
+        raise ValueError(f"{kind}: does not match its Avro schema: {_type_error(exc)}") from None
     try:
         validate(kind, record, cat)
     except PoisonMessage as exc:
         raise ValueError(exc.reason) from None
-    try:
-        fastavro.validation.validate(record, cat.latest(kind).parsed, raise_errors=True)
-    except fastavro.validation.ValidationError as exc:
-        raise ValueError(f"{kind}: does not match its Avro schema: {exc}") from None
     return kind, record
+
+
+def _type_error(exc: fastavro.validation.ValidationError) -> str:
+    """One line for fastavro's multi-line dump: the first field with a wrong type."""
+    errors: list[Any] = list(exc.errors or [])
+    if not errors:
+        return "no detail"
+    first = errors[0]
+    field = str(first.field).rsplit(".", 1)[-1]
+    shown = repr(first.datum)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{field} is {shown} ({type(first.datum).__name__}), not {_type_name(first.schema)}"
+
+
+def _type_name(schema: Any) -> str:
+    if isinstance(schema, list):
+        return " or ".join(_type_name(branch) for branch in schema)
+    if isinstance(schema, dict):
+        return str(schema.get("logicalType") or schema.get("name") or schema.get("type"))
+    return str(schema).rsplit(".", 1)[-1]

@@ -162,6 +162,12 @@ def redrive(settings: Settings, ids: list[str]) -> list[tuple[str, str]]:
         except PoisonMessage as exc:
             raise LeoError(f"dead letter {ident} cannot be read: {exc}") from exc
         source = str(record["original_topic"])
+        if record.get("original_value_truncated"):
+            raise LeoError(
+                f"dead letter {ident} holds only the first {len(record['original_value'] or b'')} "
+                f"of {record['original_value_length']} bytes of its message (too big to keep "
+                "whole): it cannot be re-driven; nothing was re-driven"
+            )
         try:
             logical = settings.logical_topic(source)
         except SettingsError:

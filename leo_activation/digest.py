@@ -23,7 +23,9 @@ from leo_activation.errors import LeoError
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
-PROVENANCE_COLUMNS = frozenset({"source_topic", "source_partition", "source_offset", "ingested_at"})
+PROVENANCE_COLUMNS = frozenset(
+    {"source_topic", "source_partition", "source_offset", "source_timestamp_ms", "ingested_at"}
+)
 # Work queues: empty at rest, they record work still to do, not state (like the consumer
 # offsets). segment_snapshot_tag_pending holds sealed snapshots whose members' tags are not
 # written yet; a pending tag still shows, in cdp_profiles.segment_snapshots.

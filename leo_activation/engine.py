@@ -19,8 +19,9 @@ Steps 3-4 of a batch run in a worker thread while the main thread decodes the ne
 worker mostly waits on PostgreSQL and the broker (those waits release the GIL), so decoding
 overlaps them. The poll itself runs with nothing in flight, so a rebalance never meets a batch
 half-committed; it drops the batch decoded ahead, which nothing has applied. If a batch did not
-commit, or left messages waiting, the batch decoded meanwhile is dropped too and both are read
-again: the effects are exactly those of one batch at a time, in order.
+commit, the batch decoded meanwhile is dropped too and both are read again; if it left messages
+waiting, their partitions are paused at the first waiting offset and only their messages are
+dropped from the batch ahead: the effects are exactly those of one batch at a time, in order.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from tenacity import (
 
 from leo_activation import contracts, db
 from leo_activation.codec import make_codec
+from leo_activation.consumers import tenancy
 from leo_activation.consumers.commands import CommandsHandler
 from leo_activation.consumers.profile_changes import ProfileChangesHandler
 from leo_activation.consumers.receipts import ReceiptsHandler
@@ -70,7 +72,6 @@ from leo_activation.handling import (
     Handler,
     Outgoing,
     OutgoingStream,
-    tenant_status,
 )
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.dead_letters import dead_letter
@@ -78,7 +79,6 @@ from leo_activation.settings import Settings
 from leo_activation.topics import INPUT_TOPICS, ensure_topics, reader
 
 log = logging.getLogger("leo_activation.engine")
-UNREGISTERED_BACKOFF_S = 0.5  # pause before re-reading messages that wait for their tenant
 PROBE_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
@@ -143,29 +143,37 @@ def default_handlers() -> list[Handler]:
 class TopicCounts:
     """One logical topic's share of a batch."""
 
-    consumed: int = 0
+    consumed: int = 0  # read for the first time
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    deferred: int = 0  # waiting: settled when read again
+    resumed: int = 0  # deferred before, read again and settled (or deferred) now
 
     def balanced(self) -> bool:
-        return self.consumed == self.applied + self.duplicates + self.dead_lettered
+        return self.consumed + self.resumed == (
+            self.applied + self.duplicates + self.dead_lettered + self.deferred
+        )
 
 
 @dataclass
 class BatchStats:
-    consumed: int = 0
+    consumed: int = 0  # distinct offsets: a message read again is not consumed again
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     deferred: int = 0  # left uncommitted, read again later (Engine._settle_unregistered)
+    resumed: int = 0  # deferred by an earlier batch, read again here
+    # read again behind a waiting offset though already settled: skipped, counted nowhere else
+    reread: int = 0
     tenants: int = 0
     db_seconds: float = 0.0
     topics: dict[str, TopicCounts] = field(default_factory=dict)  # per logical topic
 
     def balanced(self) -> bool:
-        """The accounting invariant: every consumed message is accounted for exactly once."""
-        return self.consumed == (
+        """The accounting invariant: every consumed message is accounted for exactly once (over a
+        run, the deferred ones are the ones resumed later)."""
+        return self.consumed + self.resumed == (
             self.applied + self.duplicates + self.dead_lettered + self.deferred
         )
 
@@ -202,6 +210,7 @@ class Landed:
     waiting: dict[tuple[str, int], int]  # partition -> first offset waiting for its tenant
     stats: BatchStats
     dead: list[Dead]
+    deferred: set[Coords] = field(default_factory=set)  # physical topic, partition, offset
 
 
 class _Idleness:
@@ -260,6 +269,17 @@ class Engine:
         self._conn: psycopg.Connection[Any] | None = None  # used by the worker thread only
         self._ahead: Polled | None = None  # polled and decoded, not applied yet
         self._physical_to_logical = {settings.topic(t): t for t in self.logical_topics}
+        # Waiting partitions are paused at their first waiting offset (partition -> offset) so the
+        # commands they wait for keep flowing; resumed once commands were applied, or when
+        # nothing else is left to read. librdkafka clears pauses on a rebalance, and so do we.
+        self._paused: dict[tuple[str, int], int] = {}
+        # What this assignment has counted: per partition the offset after the highest one read,
+        # and the messages deferred (read again and settled later). Behind a waiting offset, the
+        # rest were settled and committed to the database already, so reading them again is
+        # neither consumption nor duplication. A rebalance forgets it (the next read is a replay).
+        self._seen: dict[tuple[str, int], int] = {}
+        self._deferred: set[Coords] = set()
+        self._first_ms: dict[tuple[int, int], int] = {}  # commands (partition, offset) -> timestamp
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, *_: object) -> None:
@@ -273,12 +293,12 @@ class Engine:
         flight: Future[Landed] | None = None
         idleness = _Idleness(until_idle)
 
-        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
-            # nothing of it is applied: the partitions' next owner reads it again
-            self._ahead = None
+        def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+            self._forget()
+            idleness.on_assign(c, partitions)
 
         consumer.subscribe(
-            list(self._physical_to_logical), on_assign=idleness.on_assign, on_revoke=on_revoke
+            list(self._physical_to_logical), on_assign=on_assign, on_revoke=self._on_revoke
         )
         self.consumer = consumer
         switch_interval = sys.getswitchinterval()
@@ -288,7 +308,9 @@ class Engine:
                 # 1. poll: nothing is in flight, so a rebalance may run in here
                 timeout = 0 if self._ahead is not None else self.settings.batch_timeout_s
                 messages = consumer.consume(self.settings.batch_size, timeout)
-                messages = [m for m in messages if not _is_partition_eof(m)]
+                messages = [
+                    m for m in messages if not _is_partition_eof(m) and _key(m) not in self._paused
+                ]
                 ready, self._ahead = self._ahead, None
                 if ready is None:
                     # 2. decode and validate
@@ -300,8 +322,12 @@ class Engine:
                     polled = self._decode_batch(messages) if messages else None
                     landed = flight.result()  # re-raises what failed in the worker
                     flight = None
-                    self._ahead = polled if self._land(consumer, ready, landed, polled) else None
+                    self._ahead = self._land(consumer, ready, landed, polled)
                 if messages or ready is not None:
+                    idleness.busy()
+                    continue
+                if self._paused:  # nothing else to read: what waits is judged again
+                    self._resume(consumer)
                     idleness.busy()
                     continue
                 if self.on_idle is not None:
@@ -319,12 +345,21 @@ class Engine:
             if self._conn is not None:
                 self._conn.close()
 
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # nothing of the batch ahead is applied: the partitions' next owner reads it again
+        self._ahead = None
+        self._forget()
+
+    def _forget(self) -> None:
+        self._paused, self._seen, self._deferred = {}, {}, set()
+
     # ------------------------------------------------------------------ one batch
     def _apply_and_commit(self, consumer: Consumer, out: TopicProducer, polled: Polled) -> Landed:
         """Steps 3-4 of a batch (in the worker thread)."""
         # 3. apply, one database transaction per tenant
         started = time.monotonic()
-        result = self.apply(polled.by_tenant)
+        reread = self._skip_reread(polled)
+        result = self.apply(polled.by_tenant, self._unread_commands_before(consumer, polled))
         waiting = self._settle_unregistered(consumer, polled.raw, result)
         dead = polled.dead + [
             Dead(polled.raw[(e.topic, e.partition, e.offset)], e.topic, error, str(e.tenant_id),
@@ -335,8 +370,11 @@ class Engine:
         # dead-lettering it now too would dead-letter it twice
         deferred = [d for d in dead if _at_or_after(d.msg, waiting)]
         dead = [d for d in dead if d not in deferred]
-        deferred_count = len(deferred) + len(result.unregistered)
-        stats = self._batch_stats(polled.messages, result, dead, deferred_count)
+        deferred_coords = {_coords(d.msg) for d in deferred} | {
+            _coords(polled.raw[(e.topic, e.partition, e.offset)]) for e in result.unregistered
+        }
+        stats = self._batch_stats(polled.messages, result, dead, deferred_coords)
+        stats.reread = reread
         stats.tenants, stats.db_seconds = len(polled.by_tenant), time.monotonic() - started
         # 4. dead letters, emitted messages and offsets in one Kafka transaction
         offsets = _next_offsets(polled.messages, waiting)
@@ -344,29 +382,83 @@ class Engine:
         if not self._commit(
             consumer, out, offsets=offsets, dead=dead, outgoing=result.outgoing, streams=streams
         ):
-            return Landed(False, waiting, stats, dead)
+            return Landed(False, waiting, stats, dead, deferred_coords)
         self.run_after_commit(result)
-        return Landed(True, waiting, stats, dead)
+        return Landed(True, waiting, stats, dead, deferred_coords)
 
     def _land(
         self, consumer: Consumer, batch: Polled, landed: Landed, ahead: Polled | None
-    ) -> bool:
-        """Report a batch that went through steps 3-4. True if ``ahead``, the batch decoded
-        meanwhile, may go on; otherwise both are read again from where they must resume."""
-        if landed.committed:
-            self._report(landed.stats, landed.dead)
-            if not landed.waiting:
-                return True
-            again = dict(landed.waiting)
-        else:
+    ) -> Polled | None:
+        """Report a batch that went through steps 3-4; return what of ``ahead``, the batch
+        decoded meanwhile, may go on. A batch that did not commit is read again with all of
+        ``ahead``. Partitions left waiting are paused at their first waiting offset and only
+        their messages are dropped from ``ahead``: the rest (the commands they wait for among
+        them) go on, so waiting never starves what it waits for."""
+        if not landed.committed:
             again = _first_offsets(batch.messages)
-        if ahead is not None:
-            for key, offset in _first_offsets(ahead.messages).items():
-                again[key] = min(again.get(key, offset), offset)
-        _seek(consumer, again)
-        if landed.committed:
-            time.sleep(UNREGISTERED_BACKOFF_S)
-        return False
+            if ahead is not None:
+                for key, offset in _first_offsets(ahead.messages).items():
+                    again[key] = min(again.get(key, offset), offset)
+            _seek(consumer, again)
+            return None
+        self._report(landed.stats, landed.dead)
+        for m in batch.messages:
+            key = _key(m)
+            self._seen[key] = max(self._seen.get(key, 0), int(m.offset() or 0) + 1)
+        self._deferred -= {_coords(m) for m in batch.messages}
+        self._deferred |= landed.deferred
+        commands = self.settings.topic("commands")
+        if landed.waiting:
+            self._pause(consumer, landed.waiting)
+        elif self._paused and any(str(m.topic()) == commands for m in batch.messages):
+            self._resume(consumer)  # commands were applied: what waits may be decided now
+        if ahead is None or not landed.waiting:
+            return ahead
+        kept = [m for m in ahead.messages if _key(m) not in landed.waiting]
+        if len(kept) == len(ahead.messages):
+            return ahead
+        return self._decode_batch(kept) if kept else None
+
+    def _pause(self, consumer: Consumer, waiting: dict[tuple[str, int], int]) -> None:
+        partitions = [TopicPartition(t, p, o) for (t, p), o in sorted(waiting.items())]
+        consumer.pause(partitions)
+        for tp in partitions:  # also drops what was fetched past it
+            consumer.seek(tp)
+        self._paused.update(waiting)
+        log.info("paused %d partitions waiting for commands", len(partitions))
+
+    def _resume(self, consumer: Consumer) -> None:
+        partitions = [TopicPartition(t, p, o) for (t, p), o in sorted(self._paused.items())]
+        self._paused = {}
+        consumer.resume(partitions)
+
+    def _skip_reread(self, polled: Polled) -> int:
+        """Take out of ``polled`` what is read again behind a waiting offset though this
+        assignment settled it already (applied or judged a duplicate, its database transaction
+        and outputs committed); return how many."""
+        if not self._seen:
+            return 0
+
+        def again(m: Message) -> bool:
+            seen = self._seen.get(_key(m))
+            return (
+                seen is not None
+                and int(m.offset() or 0) < seen
+                and (_coords(m) not in self._deferred)
+            )
+
+        skipped = 0
+        for tenant, envelopes in list(polled.by_tenant.items()):
+            kept = [e for e in envelopes if not again(polled.raw[(e.topic, e.partition, e.offset)])]
+            skipped += len(envelopes) - len(kept)
+            if kept:
+                polled.by_tenant[tenant] = kept
+            else:
+                del polled.by_tenant[tenant]
+        dead = [d for d in polled.dead if not again(d.msg)]
+        skipped += len(polled.dead) - len(dead)
+        polled.dead = dead
+        return skipped
 
     def _decode_batch(self, messages: list[Message]) -> Polled:
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
@@ -386,18 +478,26 @@ class Engine:
         return Polled(messages, by_tenant, dead, raw)
 
     def _batch_stats(
-        self, messages: list[Message], result: ApplyResult, dead: list[Dead], deferred: int
+        self, messages: list[Message], result: ApplyResult, dead: list[Dead], deferred: set[Coords]
     ) -> BatchStats:
         stats = BatchStats(
-            consumed=len(messages),
             applied=result.applied,
             duplicates=result.duplicates,
             dead_lettered=len(dead),
-            deferred=deferred,
+            deferred=len(deferred),
         )
         for msg in messages:
             logical = self._physical_to_logical[str(msg.topic())]
-            stats.topics.setdefault(logical, TopicCounts()).consumed += 1
+            counts = stats.topics.setdefault(logical, TopicCounts())
+            seen = self._seen.get(_key(msg))
+            if _coords(msg) in self._deferred:
+                stats.resumed += 1
+                counts.resumed += 1
+            elif seen is None or int(msg.offset() or 0) >= seen:
+                stats.consumed += 1
+                counts.consumed += 1
+            if _coords(msg) in deferred:
+                counts.deferred += 1
         for logical, (applied, duplicates) in result.by_topic.items():
             counts = stats.topics.setdefault(logical, TopicCounts())
             counts.applied, counts.duplicates = applied, duplicates
@@ -428,47 +528,52 @@ class Engine:
         raw: dict[Coords, Message],
         result: ApplyResult,
     ) -> dict[tuple[str, int], int]:
-        """Decide the messages whose tenant is not registered: they wait (partition -> first
-        waiting offset is returned) while the commands topic still holds an unread command
-        published before them — the registration may be among them, and whether it was read
-        first must not decide the state (a replay reads topics in another interleaving);
-        otherwise the tenant is unknown for good and they are dead-lettered."""
-        if not result.unregistered:
-            return {}
-        raws = [raw[(e.topic, e.partition, e.offset)] for e in result.unregistered]
-        newest = max(_timestamp_ms(m) for m in raws)
-        if "commands" in self.logical_topics and self._unread_commands_before(consumer, newest):
-            waiting: dict[tuple[str, int], int] = {}
-            for m in raws:
-                key = (str(m.topic()), int(m.partition() or 0))
-                waiting[key] = min(waiting.get(key, 1 << 62), int(m.offset() or 0))
-            log.info("waiting for commands before %d messages of unregistered tenants", len(raws))
-            return waiting
+        """Partition -> first offset of the messages that wait for unread commands published at or
+        before them (consumers/tenancy.py decided which): they are read and judged again."""
+        waiting: dict[tuple[str, int], int] = {}
         for e in result.unregistered:
-            error = PoisonMessage("unknown_tenant", f"tenant {e.tenant_id} is not registered")
-            result.rejected.append((e, error))
-        result.unregistered = []
-        return {}
+            m = raw[(e.topic, e.partition, e.offset)]
+            key = (str(m.topic()), int(m.partition() or 0))
+            waiting[key] = min(waiting.get(key, 1 << 62), int(m.offset() or 0))
+        if waiting:
+            log.info(
+                "%d messages wait for commands published before them", len(result.unregistered)
+            )
+        return waiting
 
-    def _unread_commands_before(self, consumer: Consumer, timestamp_ms: int) -> bool:
-        """Whether the group has not yet consumed a command published at or before the time."""
+    def _unread_commands_before(self, consumer: Consumer, polled: Polled) -> int | None:
+        """The Kafka timestamp of the earliest command the group has not read yet (this batch's
+        commands count as read: they are applied first), or None if there is none. Once a batch,
+        and only for a batch with tenant-scoped messages; a partition whose committed offset is
+        at its high watermark costs no read."""
+        scoped = {h.topic for h in self.handlers if h.requires_active_tenant}
+        if not any(e.topic in scoped for batch in polled.by_tenant.values() for e in batch):
+            return None
         topic = self.settings.topic("commands")
+        read: dict[int, int] = {}
+        for m in polled.messages:
+            if str(m.topic()) == topic:
+                p = int(m.partition() or 0)
+                read[p] = max(read.get(p, 0), int(m.offset() or 0) + 1)
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
         starts = []
         for tp in consumer.committed(partitions, timeout=10):
             low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            start = max(tp.offset, low)
+            start = max(tp.offset, low, read.get(tp.partition, 0))
             if start < high:  # maybe only a transaction marker: look at what is readable
                 starts.append(TopicPartition(topic, tp.partition, start))
-        return bool(starts) and _first_readable_before(self.settings, starts, timestamp_ms)
+        return _first_readable_ms(self.settings, starts, self._first_ms) if starts else None
 
-    def apply(self, by_tenant: dict[uuid.UUID, list[Envelope]]) -> ApplyResult:
+    def apply(
+        self, by_tenant: dict[uuid.UUID, list[Envelope]], horizon_ms: int | None = None
+    ) -> ApplyResult:
         """Apply decoded envelopes, one database transaction per tenant (in tenant-id order), then
-        the follow-ups they asked for (each in its own transaction)."""
+        the follow-ups they asked for (each in its own transaction). ``horizon_ms``: the earliest
+        unread command's timestamp; tenant-scoped messages published at or after it wait."""
         result = ApplyResult()
         for tenant_id in sorted(by_tenant):
-            result.merge(self._apply_tenant_with_retry(tenant_id, by_tenant[tenant_id]))
+            result.merge(self._apply_tenant_with_retry(tenant_id, by_tenant[tenant_id], horizon_ms))
         for action in result.follow_ups.values():
             self._with_db_retry(functools.partial(_in_transaction, action=action))
         return result
@@ -494,26 +599,35 @@ class Engine:
             record=record,
             tenant_id=tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(str(tenant)),
             correlation_id=record.get("correlation_id") or _header_correlation(msg) or None,
+            published_ms=_timestamp_ms(msg),
         )
         handler = self.handler_by_topic.get(logical)
         row = None if handler is None else handler.prepare(envelope, json_fields)
         return envelope if row is None else envelope._replace(row=row)
 
-    def _apply_tenant_with_retry(self, tenant_id: uuid.UUID, batch: list[Envelope]) -> ApplyResult:
+    def _apply_tenant_with_retry(
+        self, tenant_id: uuid.UUID, batch: list[Envelope], horizon_ms: int | None = None
+    ) -> ApplyResult:
         try:
-            return self._with_db_retry(lambda conn: self._apply_tenant(conn, tenant_id, batch))
+            return self._with_db_retry(
+                lambda conn: self._apply_tenant(conn, tenant_id, batch, horizon_ms)
+            )
         except psycopg.Error as exc:
             if len(batch) == 1:
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 return ApplyResult(rejected=[(batch[0], PoisonMessage("db_rejected", first_line))])
             # a data error poisons only its own message: split until it is isolated
             half = len(batch) // 2
-            left = self._apply_tenant_with_retry(tenant_id, batch[:half])
-            left.merge(self._apply_tenant_with_retry(tenant_id, batch[half:]))
+            left = self._apply_tenant_with_retry(tenant_id, batch[:half], horizon_ms)
+            left.merge(self._apply_tenant_with_retry(tenant_id, batch[half:], horizon_ms))
             return left
 
     def _apply_tenant(
-        self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
+        self,
+        conn: psycopg.Connection[Any],
+        tenant_id: uuid.UUID,
+        batch: list[Envelope],
+        horizon_ms: int | None = None,
     ) -> ApplyResult:
         result = ApplyResult()
         by_topic: dict[str, list[Envelope]] = defaultdict(list)
@@ -525,13 +639,10 @@ class Engine:
                 if not envelopes:
                     continue
                 if handler.requires_active_tenant:
-                    status = tenant_status(conn)
-                    if status is None:
-                        result.unregistered += envelopes
-                        continue
-                    if status != "active":
-                        error = PoisonMessage("disabled_tenant", f"tenant {tenant_id} is {status}")
-                        result.rejected += [(e, error) for e in envelopes]
+                    envelopes, waiting, rejected = tenancy.judge(conn, envelopes, horizon_ms)
+                    result.unregistered += waiting
+                    result.rejected += rejected
+                    if not envelopes:
                         continue
                 part = handler.apply(conn, tenant_id, envelopes, self.ctx)
                 part.by_topic = {handler.topic: (part.applied, part.duplicates)}
@@ -730,24 +841,35 @@ def _timestamp_ms(msg: Message) -> int:
     return int(value) if kind != TIMESTAMP_NOT_AVAILABLE else 0
 
 
-def _first_readable_before(
-    settings: Settings, starts: list[TopicPartition], timestamp_ms: int
-) -> bool:
-    """Whether any partition's first committed message from ``starts`` was published at or
-    before ``timestamp_ms`` (per partition, later messages are later)."""
+def _first_readable_ms(
+    settings: Settings, starts: list[TopicPartition], known: dict[tuple[int, int], int]
+) -> int | None:
+    """The earliest timestamp among each partition's first readable message from ``starts`` (per
+    partition, later messages are later). ``known`` caches them: a message never changes."""
+    found = [
+        known[(tp.partition, tp.offset)] for tp in starts if (tp.partition, tp.offset) in known
+    ]
+    todo = [tp for tp in starts if (tp.partition, tp.offset) not in known]
+    if not todo:
+        return min(found, default=None)
     probe = reader(settings, "probe")
     try:
-        probe.assign(starts)
-        pending = {tp.partition for tp in starts}
+        probe.assign(todo)
+        pending = {tp.partition: tp.offset for tp in todo}
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         while pending and time.monotonic() < deadline:
             msg = probe.poll(0.2)
             if msg is None:
                 continue
-            pending.discard(int(msg.partition() or 0))
-            if msg.error() is None and _timestamp_ms(msg) <= timestamp_ms:
-                return True
-        return bool(pending)  # could not tell in time: keep waiting rather than lose a message
+            partition = int(msg.partition() or 0)
+            if _is_partition_eof(msg):  # only transaction markers: nothing unread there
+                pending.pop(partition, None)
+            elif msg.error() is None and partition in pending:
+                known[(partition, pending.pop(partition))] = _timestamp_ms(msg)
+                found.append(_timestamp_ms(msg))
+        if pending:  # could not tell in time: everything waits rather than be misjudged
+            return -(1 << 62)
+        return min(found, default=None)
     finally:
         probe.close()
 
@@ -755,6 +877,14 @@ def _first_readable_before(
 def _at_or_after(msg: Message, waiting: dict[tuple[str, int], int]) -> bool:
     first = waiting.get((str(msg.topic()), int(msg.partition() or 0)))
     return first is not None and int(msg.offset() or 0) >= first
+
+
+def _key(msg: Message) -> tuple[str, int]:
+    return str(msg.topic()), int(msg.partition() or 0)
+
+
+def _coords(msg: Message) -> Coords:
+    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
 
 
 def _first_offsets(messages: list[Message]) -> dict[tuple[str, int], int]:

@@ -29,6 +29,8 @@ class Envelope(NamedTuple):
     correlation_id: str | None
     # what the topic's handler prepared for it when it was decoded (Handler.prepare)
     row: tuple[Any, ...] | None = None
+    # the Kafka timestamp (ms): when it was published, which decides its tenant's status for it
+    published_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

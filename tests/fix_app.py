@@ -62,4 +62,6 @@ def totals(batches: Iterable[BatchStats]) -> BatchStats:
         total.duplicates += b.duplicates
         total.dead_lettered += b.dead_lettered
         total.deferred += b.deferred
+        total.resumed += b.resumed
+        total.reread += b.reread
     return total

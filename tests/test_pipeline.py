@@ -44,7 +44,7 @@ def test_a_batch_decoded_ahead_is_read_again_after_the_one_before_waits(
     class Watched(Engine):
         def _land(
             self, consumer: Consumer, batch: Polled, landed: Landed, ahead: Polled | None
-        ) -> bool:
+        ) -> Polled | None:
             landings.append((bool(landed.waiting), ahead is not None))
             return super()._land(consumer, batch, landed, ahead)
 

@@ -3,8 +3,9 @@
 For random corpora (tenants, CDP profiles and memberships, campaigns, events, snapshot requests,
 agent decisions, dispatches and receipts), any interleaving across topics and partitions that
 keeps per-key order (the only order Kafka promises), with random duplicates (redeliveries) and
-random batch boundaries, must give the digest of the same corpus applied in publish order
-(SPEC §4.1-4.3). Messages go through the real codec and the engine's real decode and apply path
+random batch boundaries, must give the digest and the dead letters of the same corpus applied
+in publish order (SPEC §4.1-4.3), tenant lifecycle commands (disable, enable, rename) included.
+Messages go through the real codec and the engine's real decode and apply path
 against the real database; only the broker is left out, because its interleaving is exactly
 what the test must control.
 """
@@ -17,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,20 +32,33 @@ from leo_activation.settings import Settings
 from leo_activation.topics import message_key
 from tests.fix_db import fresh_database
 
-Keyed = tuple[str, bytes, bytes]  # (logical topic, key, value)
+Keyed = tuple[str, bytes, bytes, int]  # (logical topic, key, value, Kafka timestamp ms)
+Lifecycle = list[tuple[int, str, float]]  # (tenant index, command type, where in publish order)
+Outcome = set[tuple[str, int, str]]  # dead letters: (topic, published ms, error class)
 
 
-def encoded(engine: Engine, c: corpus.Corpus) -> tuple[list[Keyed], list[Keyed]]:
-    """The corpus as the bytes a producer would publish, in publish order: the tenant
-    registrations, and everything else."""
-    registrations: list[Keyed] = []
-    rest: list[Keyed] = []
+def encoded(
+    engine: Engine, c: corpus.Corpus, tenants: list[str], lifecycle: Lifecycle
+) -> list[Keyed]:
+    """The corpus as the bytes a producer would publish, in publish order (the Kafka timestamps
+    count up): the tenant registrations, then everything else with the drawn tenant lifecycle
+    commands (disable, enable, rename) published at the drawn places among it."""
+    first: list[tuple[str, dict[str, object]]] = []
+    rest: list[tuple[str, dict[str, object]]] = []
     for topic in ("commands", "profile-changes", "receipts"):
         for message in c.topics.get(topic, []):
-            kind, record = from_json(topic, message)
-            keyed = (topic, message_key(topic, record), engine.codec.encode(kind, record))
-            (registrations if kind == "tenant_register" else rest).append(keyed)
-    return registrations, rest
+            (first if message["type"] == "tenant_register" else rest).append((topic, message))
+    for n, (tenant, kind, where) in enumerate(sorted(lifecycle, key=lambda x: x[2])):
+        command: dict[str, object] = {"type": kind, "tenant_id": tenants[tenant],
+                                      "occurred_at": f"2030-01-01T00:00:{n:02d}Z"}  # fmt: skip
+        if kind == "tenant_rename":
+            command["tenant_name"] = f"Renamed {n}"
+        rest.insert(int(where * len(rest)), ("commands", command))
+    published: list[Keyed] = []
+    for ts, (topic, message) in enumerate(first + rest, start=1):
+        kind, record = from_json(topic, message)
+        published.append((topic, message_key(topic, record), engine.codec.encode(kind, record), ts))
+    return published
 
 
 def interleave(messages: list[Keyed], rng: random.Random, duplicate_rate: float) -> list[Keyed]:
@@ -67,23 +81,40 @@ def interleave(messages: list[Keyed], rng: random.Random, duplicate_rate: float)
 
 def apply_in_batches(
     engine: Engine, messages: list[Keyed], rng: random.Random, max_batch: int
-) -> None:
+) -> Outcome:
+    """Consume ``messages`` in that order, in random batches, as the engine would: a batch is
+    judged against the commands not consumed yet (the horizon), and a topic whose messages wait
+    is rewound to the first waiting one and read again after the next command. Returns the
+    dead letters."""
     offsets: dict[str, int] = defaultdict(int)
-    envelopes: list[Envelope] = []
-    for topic, key, value in messages:
+    queue: list[Envelope] = []
+    for topic, key, value, ts in messages:
         msg = Message(topic=engine.settings.topic(topic), partition=0, offset=offsets[topic],
-                      key=key, value=value)  # fmt: skip
+                      key=key, value=value, timestamp=(TIMESTAMP_CREATE_TIME, ts))  # fmt: skip
         offsets[topic] += 1
-        envelopes.append(engine.decode(topic, msg))
-    while envelopes:
+        queue.append(engine.decode(topic, msg))
+    dead: Outcome = set()
+    while queue:
         size = rng.randint(1, max_batch)
-        batch, envelopes = envelopes[:size], envelopes[size:]
+        batch, queue = queue[:size], queue[size:]
+        horizon = min((e.published_ms for e in queue if e.topic == "commands"), default=None)
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
         for e in batch:
             by_tenant[e.tenant_id].append(e)
-        result = engine.apply(by_tenant)
-        assert not result.rejected, result.rejected
+        result = engine.apply(by_tenant, horizon)
         engine.run_after_commit(result)
+        rewind: dict[str, int] = {}
+        for e in result.unregistered:
+            rewind[e.topic] = min(rewind.get(e.topic, e.offset), e.offset)
+        again = [e for e in batch if e.offset >= rewind.get(e.topic, 1 << 62)]
+        dead |= {(e.topic, e.published_ms, p.error_class) for e, p in result.rejected
+                 if e not in again}  # fmt: skip
+        if again:
+            assert horizon is not None, "nothing waits once every command is consumed"
+            cut = next(i for i, e in enumerate(queue) if e.topic == "commands") + 1
+            moved = [e for e in queue[:cut] if e.topic in rewind]
+            queue = [e for e in queue[:cut] if e.topic not in rewind] + again + moved + queue[cut:]
+    return dead
 
 
 @contextmanager
@@ -117,6 +148,14 @@ def digest_of(engine: Engine) -> str:
     order_seed=st.integers(0, 2**32),
     duplicate_rate=st.sampled_from([0.0, 0.1, 0.4]),
     max_batch=st.sampled_from([1, 7, 50, 1000]),
+    lifecycle=st.lists(
+        st.tuples(
+            st.integers(0, 1),
+            st.sampled_from(["tenant_disable", "tenant_enable", "tenant_rename"]),
+            st.floats(0, 1, exclude_max=True),
+        ),
+        max_size=4,
+    ),
 )
 def test_any_interleaving_with_duplicates_gives_the_same_digest(
     stack: Endpoints,
@@ -126,18 +165,22 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
     order_seed: int,
     duplicate_rate: float,
     max_batch: int,
+    lifecycle: Lifecycle,
 ) -> None:
     c = corpus.build(
         corpus_seed, n_tenants=2, n_profiles=6, n_segments=2, n_receipts=12, with_activation=True
     )
     rng = random.Random(order_seed)
     with deployment(stack, db_template) as baseline:
-        registrations, rest = encoded(baseline, c)
-        apply_in_batches(baseline, registrations + rest, random.Random(0), 10_000)
+        published = encoded(baseline, c, corpus.tenants(corpus_seed, 2), lifecycle)
+        expected_dead = apply_in_batches(baseline, published, random.Random(0), 10_000)
         expected = digest_of(baseline)
-        assert fanned_out(baseline) > 0, "the corpus must exercise snapshots and dispatch"
+        if not lifecycle:
+            assert not expected_dead
+            assert fanned_out(baseline) > 0, "the corpus must exercise snapshots and dispatch"
     with deployment(stack, db_template) as shuffled:
-        # tenants exist before their traffic: registering is a precondition, not a race
-        apply_in_batches(shuffled, registrations, rng, max_batch)
-        apply_in_batches(shuffled, interleave(rest, rng, duplicate_rate), rng, max_batch)
+        dead = apply_in_batches(
+            shuffled, interleave(published, rng, duplicate_rate), rng, max_batch
+        )
+        assert dead == expected_dead
         assert digest_of(shuffled) == expected

@@ -36,6 +36,8 @@ def reference_id(tenant: uuid.UUID, r: dict[str, Any]) -> uuid.UUID:
         "channel": r["channel"],
         "provider_response": json.loads(r["provider_response"]),
     }
+    if r["correlation_id"] is not None:  # absent otherwise: older receipts keep their ids
+        fact["correlation_id"] = r["correlation_id"]
     return ids.delivery_fact_id(tenant, uuid.UUID(str(r["delivery_id"])), fact)
 
 
@@ -54,7 +56,7 @@ def receipts(draw: st.DrawFn) -> dict[str, Any]:
         "channel": draw(st.none() | st.sampled_from(["email", "sms", "push", "zalo"])),
         # providers send any JSON text; the row keeps its canonical form
         "provider_response": json.dumps(response, indent=draw(st.none() | st.just(1))),
-        "correlation_id": None,
+        "correlation_id": draw(st.none() | text),
     }
 
 
@@ -62,7 +64,9 @@ def receipts(draw: st.DrawFn) -> dict[str, Any]:
 @given(record=receipts())
 def test_receipt_row_id_is_the_generic_fact_id(record: dict[str, Any]) -> None:
     tenant = record["tenant_id"]
-    envelope = Envelope("receipts", 0, 0, None, "delivery_receipt", record, tenant, None)
+    envelope = Envelope(
+        "receipts", 0, 0, None, "delivery_receipt", record, tenant, record["correlation_id"]
+    )
     row = receipt_row(envelope, str(tenant))
     assert row[1] == str(reference_id(tenant, record))
     assert (uuid.UUID(row[0]), uuid.UUID(row[2])) == (tenant, record["delivery_id"])

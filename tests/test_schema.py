@@ -39,6 +39,7 @@ APPEND_ONLY = (
     "agent_task",
     "agent_task_status",
     "cdp_profile_version",
+    "tenant_lifecycle",
 )
 # Work queues (empty at rest): the only tables the application may DELETE from.
 WORK_QUEUES = ("segment_snapshot_tag_pending",)
@@ -82,6 +83,16 @@ def world(tenant: uuid.UUID, salt: str = "") -> list[tuple[str, Row]]:
                 "status": "active",
                 "created_at": t0,
                 "updated_at": t0,
+            },
+        ),
+        (
+            "tenant_lifecycle",
+            {
+                "tenant_id": tenant,
+                "seq": uid("seq").int % 1_000_000 + 1,
+                "status": "active",
+                "occurred_at": t0,
+                "source_timestamp_ms": 0,
             },
         ),
         (

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from leo_activation import db, dispatch, ids, snapshots
+from leo_activation.consumers import tenancy
 from leo_activation.errors import PoisonMessage
 from leo_activation.handling import ApplyContext, ApplyResult, Envelope, tenant_status
 from leo_activation.resources import sql_text
@@ -39,16 +40,23 @@ def _changed(n: int) -> ApplyResult:
 
 def tenant_register(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
     params = {"tenant_name": e.record["tenant_name"], "occurred_at": e.record["occurred_at"]}
-    return _changed(conn.execute(sql_text("queries/tenant_register.sql"), params).rowcount)
+    registered = conn.execute(sql_text("queries/tenant_register.sql"), params).rowcount
+    if registered:
+        tenancy.record(conn, e, "active")
+    return _changed(registered)
 
 
 def _tenant_update(
     conn: psycopg.Connection[Any], e: Envelope, name: str | None, status: str | None
 ) -> ApplyResult:
-    if tenant_status(conn) is None:
+    previous = tenant_status(conn)
+    if previous is None:
         raise PoisonMessage("unknown_tenant", f"tenant {e.tenant_id} is not registered")
     params = {"tenant_name": name, "status": status, "occurred_at": e.record["occurred_at"]}
-    return _changed(conn.execute(sql_text("queries/tenant_update.sql"), params).rowcount)
+    changed = conn.execute(sql_text("queries/tenant_update.sql"), params).rowcount
+    if changed and status is not None and status != previous:
+        tenancy.record(conn, e, status, previous)
+    return _changed(changed)
 
 
 def tenant_rename(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
@@ -331,7 +339,9 @@ class CommandsHandler:
             try:
                 with conn.transaction():  # a savepoint: a poison command undoes only itself
                     if e.kind not in TENANT_LIFECYCLE:
-                        status = tenant_status(conn)
+                        # at its publish time, like other topics: a redelivered copy of a command
+                        # published before a disable is judged as the original was
+                        status = tenancy.status_at(tenancy.history(conn), e.published_ms)
                         if status != "active":
                             raise PoisonMessage(
                                 "unknown_tenant" if status is None else "disabled_tenant",

@@ -1,7 +1,8 @@
 """CDP profile changes -> ``cdp_profiles`` and the segment membership history.
 
 Profile upserts are guarded by the CDP's version (an older change never overwrites a newer one, in
-any arrival order); every version is also kept in the append-only ``cdp_profile_version`` history,
+any arrival order; a version reused with other content is dead-lettered ``version_conflict``);
+every version is also kept in the append-only ``cdp_profile_version`` history,
 because a dispatch takes each recipient's destination from the exact version its segment join
 pinned, never from "the current profile" (see :mod:`leo_activation.dispatch`). A new version can
 complete a dispatch that was waiting for it, so the dispatches it may unblock are re-checked.
@@ -23,6 +24,7 @@ import psycopg
 
 from leo_activation import dispatch, ids, snapshots
 from leo_activation.bulk import stage
+from leo_activation.errors import PoisonMessage
 from leo_activation.handling import ApplyContext, ApplyResult, Envelope
 from leo_activation.resources import sql_text
 
@@ -56,6 +58,40 @@ def membership_row(e: Envelope) -> tuple[Any, ...]:
             r["action"], r["occurred_at"], r.get("profile_version"))  # fmt: skip
 
 
+def refuse_version_conflicts(
+    conn: psycopg.Connection[Any], upserts: list[Envelope], result: ApplyResult
+) -> list[Envelope]:
+    """The upserts that do not reuse a CDP version with other content; the others are rejected
+    ``version_conflict``. A pinned version must be final once it arrived, or a dispatch's
+    destination would depend on whether the reuse came before its fan-out. Upserts of one profile
+    share a partition (keyed tenant:profile), so the first in the topic wins in every run: the
+    database's versions first, then this batch's in offset order. An exact repeat passes (a
+    duplicate)."""
+    # offset order: a batch may hold re-read messages after newer ones
+    upserts = sorted(upserts, key=lambda e: (e.partition, e.offset))
+    rows = [_row(e) for e in upserts]
+    known: dict[tuple[uuid.UUID, int], set[bytes]] = {}
+    params = {"profiles": [r[1] for r in rows], "versions": [r[8] for r in rows]}
+    for profile, version, content_hash in conn.execute(
+        sql_text("queries/profile_versions_known.sql"), params
+    ):
+        known.setdefault((profile, version), set()).add(bytes(content_hash))
+    accepted: list[Envelope] = []
+    for e, r in zip(upserts, rows, strict=True):
+        key, content_hash = (r[1], r[8]), r[9]
+        hashes = known.setdefault(key, set())
+        if hashes and content_hash not in hashes:
+            result.rejected.append((e, PoisonMessage(
+                "version_conflict",
+                f"profile {r[1]} version {r[8]} is already recorded with different content; "
+                "a CDP version is final once published",
+            )))  # fmt: skip
+            continue
+        hashes.add(content_hash)
+        accepted.append(e)
+    return accepted
+
+
 def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
     if e.row is not None:
         return e.row
@@ -80,6 +116,8 @@ class ProfileChangesHandler:
     ) -> ApplyResult:
         result = ApplyResult()
         upserts = [e for e in batch if e.kind == "profile_upsert"]
+        if upserts:
+            upserts = refuse_version_conflicts(conn, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
             stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_row, upserts))

@@ -1,8 +1,8 @@
 """Provider receipts -> append-only ``delivery_log`` rows (one per distinct receipt).
 
 Any order and any number of duplicates give the same rows: a receipt's row id is a hash of its
-whole content, and "current status" is computed by the ``delivery_status_current`` view, never
-stored by overwriting.
+whole content (its correlation id included), and "current status" is computed by the
+``delivery_status_current`` view, never stored by overwriting.
 """
 
 from __future__ import annotations
@@ -38,17 +38,26 @@ def _json_text(value: str | None) -> str:
 
 
 def receipt_fact_id(
-    tenant_text: str, delivery_text: str, r: dict[str, Any], response_json: str
+    tenant_text: str,
+    delivery_text: str,
+    r: dict[str, Any],
+    response_json: str,
+    correlation_id: str | None = None,
 ) -> str:
     """``str(ids.delivery_fact_id(tenant, delivery, fact))`` for a receipt's fact, with
     the canonical JSON written directly (the generic encoder is the hot spot of this consumer):
-    ``["delivery_log", tenant, delivery, {fact with its keys in sorted order}]``."""
+    ``["delivery_log", tenant, delivery, {fact with its keys in sorted order}]``.
+
+    The correlation id is part of the fact: the row keeps it, so it must be part of the row's
+    identity, or two reports differing only in it would collapse to whichever arrived first. It
+    enters the hash only when present, so receipts without one keep the ids they always had."""
     occurred = r["occurred_at"]
     occurred_text = occurred.isoformat() if isinstance(occurred, datetime) else str(occurred)
     text = "".join(
         (
             '["delivery_log",', _quote(tenant_text), ",", _quote(delivery_text),
             ',{"channel":', _json_text(r["channel"]),
+            "" if correlation_id is None else ',"correlation_id":' + _quote(correlation_id),
             ',"destination":', _json_text(r["destination"]),
             ',"fact":"receipt","occurred_at":', _quote(occurred_text),
             ',"provider":', _quote(r["provider"]),
@@ -76,7 +85,8 @@ def receipt_row(e: Envelope, tenant_text: str, response: Any = None) -> tuple[An
     delivery = r["delivery_id"]
     delivery_text = str(delivery if isinstance(delivery, uuid.UUID) else uuid.UUID(str(delivery)))
     return (
-        tenant_text, receipt_fact_id(tenant_text, delivery_text, r, response_json),
+        tenant_text,
+        receipt_fact_id(tenant_text, delivery_text, r, response_json, e.correlation_id),
         delivery_text, r["channel"], r["destination"], r["status"], r["provider"],
         r["provider_message_id"], response_json, r["occurred_at"], e.correlation_id,
         e.topic, e.partition, e.offset,

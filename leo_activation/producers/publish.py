@@ -1,8 +1,9 @@
 """``leo-activation publish --topic T FILE``: JSON Lines in, Avro messages out.
 
-Every line is parsed and validated before anything is produced; the first bad line is reported
-with its number and nothing is sent. The good file is then produced in one Kafka transaction, so
-a failure half-way leaves nothing visible to read-committed consumers either.
+Every line is parsed and validated before anything is produced; every bad line is reported on
+stderr as ``FILE:LINE: reason`` (one line each, whatever is wrong with it) and nothing is sent.
+The good file is then produced in one Kafka transaction, so a failure half-way leaves nothing
+visible to read-committed consumers either.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from leo_activation.contracts import from_json
+from leo_activation.contracts import MAX_JSON_DEPTH, from_json, json_depth
 from leo_activation.errors import LeoError, UsageError
 from leo_activation.producers import TopicProducer
 from leo_activation.settings import Settings
@@ -21,14 +22,35 @@ from leo_activation.topics import INPUT_TOPICS, ensure_topics
 
 def read_messages(topic: str, stream: IO[str], source: str) -> list[tuple[str, dict[str, Any]]]:
     messages = []
+    bad: list[str] = []
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
-            messages.append(from_json(topic, json.loads(line)))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise LeoError(f"{source}:{number}: {exc}; nothing was published") from None
+            messages.append(_parse_line(topic, line))
+        except Exception as exc:  # any input at all: a line's fault is reported, never a traceback
+            bad.append(f"{source}:{number}: {_one_line(exc)}")
+    if bad:
+        for report in bad[:-1]:
+            print(report, file=sys.stderr)
+        # the last one is the CLI's one-line error, so a single bad line is a single line
+        count = f" ({len(bad)} bad lines)" if len(bad) > 1 else ""
+        raise LeoError(f"{bad[-1]}; nothing was published{count}")
     return messages
+
+
+def _parse_line(topic: str, line: str) -> tuple[str, dict[str, Any]]:
+    # json.loads recurses: a deeply nested line is refused before it is parsed
+    if json_depth(line) > MAX_JSON_DEPTH + 1:
+        raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    return from_json(topic, json.loads(line))
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, ValueError):  # not one of ours: say what kind of failure it was
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def publish(

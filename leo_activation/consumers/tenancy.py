@@ -1,0 +1,74 @@
+"""Whether a tenant-scoped message is applied, waits, or is dead-lettered, decided by a rule that
+does not depend on how far the commands topic has been read.
+
+A message is judged by its tenant's status in effect when it was published (its Kafka timestamp,
+which is part of the topic's content and the same on every replay): the last status change
+(``tenant_lifecycle``) whose command was published at or before it. Not registered then:
+``unknown_tenant``; disabled then: ``disabled_tenant``. That is only final once every command
+published at or before the message has been applied, so while the commands topic still holds
+an unread one (``horizon_ms``: the earliest unread command's timestamp) the message waits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from leo_activation.errors import PoisonMessage
+from leo_activation.handling import Envelope
+from leo_activation.resources import sql_text
+
+History = list[tuple[int | None, str]]  # (published ms, None: since ever; status), applied order
+
+
+def history(conn: psycopg.Connection[Any]) -> History:
+    rows = conn.execute(sql_text("queries/tenant_lifecycle.sql")).fetchall()
+    return [(None if ts is None else int(ts), str(status)) for ts, status in rows]
+
+
+def status_at(changes: History, published_ms: int) -> str | None:
+    status = None
+    for ts, changed in changes:
+        if ts is None or ts <= published_ms:
+            status = changed
+    return status
+
+
+def record(
+    conn: psycopg.Connection[Any], e: Envelope, status: str, previous: str | None = None
+) -> None:
+    """Append a status change the command ``e`` made (``previous``: the status it replaced)."""
+    params = {
+        "status": status,
+        "previous": previous,
+        "occurred_at": e.record["occurred_at"],
+        "published_ms": e.published_ms,
+    }
+    conn.execute(sql_text("queries/tenant_lifecycle_append.sql"), params)
+
+
+def judge(
+    conn: psycopg.Connection[Any], envelopes: list[Envelope], horizon_ms: int | None
+) -> tuple[list[Envelope], list[Envelope], list[tuple[Envelope, PoisonMessage]]]:
+    """(admitted, waiting, rejected) for one tenant's messages, in its transaction."""
+    admitted: list[Envelope] = []
+    waiting: list[Envelope] = []
+    rejected: list[tuple[Envelope, PoisonMessage]] = []
+    changes = history(conn)
+    for e in envelopes:
+        if horizon_ms is not None and horizon_ms <= e.published_ms:
+            waiting.append(e)
+            continue
+        status = status_at(changes, e.published_ms)
+        if status == "active":
+            admitted.append(e)
+        elif status is None:
+            rejected.append((e, PoisonMessage(
+                "unknown_tenant", f"tenant {e.tenant_id} was not registered when this was published"
+            )))  # fmt: skip
+        else:
+            rejected.append((e, PoisonMessage(
+                "disabled_tenant", f"tenant {e.tenant_id} was {status} when this was published"
+            )))  # fmt: skip
+    return admitted, waiting, rejected
