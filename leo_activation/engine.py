@@ -295,6 +295,9 @@ class Engine:
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
             self._forget()
+            # a partition paused before the rebalance must not stay paused now that nothing
+            # remembers it: it would never be read again
+            c.resume(partitions)
             idleness.on_assign(c, partitions)
 
         consumer.subscribe(

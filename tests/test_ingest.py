@@ -66,13 +66,18 @@ def test_traffic_waits_for_an_unread_registration_and_dies_only_when_none_is_com
     consumer = Consumer(consumer_config(settings, settings.group_id))
     try:
         newest = max(m.timestamp()[1] for m in receipts)
+        batch = engine._decode_batch(receipts)
         # the registration was published first but nobody has read it: the receipts must wait
-        assert engine._unread_commands_before(consumer, newest)
+        horizon = engine._unread_commands_before(consumer, batch)
+        assert horizon is not None
+        assert horizon <= newest
         drain(settings, idle=1.5)  # reads everything, registration included
-        assert not engine._unread_commands_before(consumer, newest)
+        assert engine._unread_commands_before(consumer, batch) is None
         # a command published after the traffic does not hold it back
         publish_corpus(settings, corpus.Corpus({"commands": c.topics["commands"]}))
-        assert not engine._unread_commands_before(consumer, newest)
+        horizon = engine._unread_commands_before(consumer, batch)
+        assert horizon is not None
+        assert horizon > newest
     finally:
         consumer.close()
     total = totals(drain(settings, idle=1.5))
