@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg import errors, sql
 
 from leo_activation import db
-from leo_activation.devstack import Endpoints
+from leo_activation.dev.stack import Endpoints
 from leo_activation.migrate import ensure_app_role, migrate, schema_checksum
 from leo_activation.settings import Settings
 

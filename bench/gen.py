@@ -16,9 +16,9 @@ from typing import Any
 
 from leo_activation.codec import make_codec
 from leo_activation.contracts import from_json
+from leo_activation.kafka import ensure_topics, message_key
 from leo_activation.producers import TopicProducer
 from leo_activation.settings import Settings
-from leo_activation.topics import ensure_topics, message_key
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 NAMESPACE = uuid.UUID("5d1c6f4e-8f0b-4a7e-9a55-0c2f3b1e6a10")

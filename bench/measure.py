@@ -16,9 +16,9 @@ from psycopg import sql
 
 from leo_activation import contracts, db
 from leo_activation.codec import make_codec
-from leo_activation.engine import BatchStats, Engine, Polled
-from leo_activation.engine import consumer_config as engine_consumer_config
-from leo_activation.handling import Envelope
+from leo_activation.engine.handler import Envelope
+from leo_activation.engine.loop import BatchStats, Engine, Polled
+from leo_activation.engine.loop import consumer_config as engine_consumer_config
 from leo_activation.settings import Settings
 
 

@@ -13,7 +13,7 @@ from leo_activation.consumers.profile_changes import (
 )
 from leo_activation.consumers.receipts import COLUMNS as RECEIPT_COLUMNS
 from leo_activation.consumers.receipts import receipt_row
-from leo_activation.handling import Envelope
+from leo_activation.engine.handler import Envelope
 
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:

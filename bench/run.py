@@ -26,8 +26,9 @@ import psutil
 from bench import gen, naive
 from bench.env import BenchEnv
 from bench.measure import CopyLoad, Rate, copy_rate, decode_only_rate, engine_rate, naive_rate
-from leo_activation import corpus, db, devstack, snapshots
+from leo_activation import db
 from leo_activation.codec import make_codec
+from leo_activation.consumers import snapshots
 from leo_activation.consumers.profile_changes import (
     MEMBERSHIP_COLUMNS,
     PROFILE_COLUMNS,
@@ -37,8 +38,10 @@ from leo_activation.consumers.profile_changes import (
 from leo_activation.consumers.receipts import COLUMNS as RECEIPT_COLUMNS
 from leo_activation.consumers.receipts import receipt_row
 from leo_activation.contracts import from_json
-from leo_activation.digest import state_digest
-from leo_activation.handling import ApplyContext, Envelope
+from leo_activation.dev import corpus
+from leo_activation.dev import stack as devstack
+from leo_activation.engine.handler import ApplyContext, Envelope
+from leo_activation.ops.digest import state_digest
 from leo_activation.settings import DEFAULT_BATCH_SIZE
 
 REPO = Path(__file__).resolve().parent.parent

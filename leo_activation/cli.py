@@ -19,14 +19,14 @@ from leo_activation.settings import Settings, SettingsError, from_env
 HANDLERS = {
     "migrate": "leo_activation.migrate:cli_migrate",
     "publish": "leo_activation.producers.publish:cli_publish",
-    "consume": "leo_activation.engine:cli_consume",
-    "digest": "leo_activation.digest:cli_digest",
-    "trace": "leo_activation.trace:cli_trace",
-    "replay": "leo_activation.replay:cli_replay",
-    "verify": "leo_activation.verify:cli_verify",
-    "dead-letters": "leo_activation.deadletters:cli_dead_letters",
-    "dev": "leo_activation.devstack:cli_dev",
-    "demo": "leo_activation.demo:cli_demo",
+    "consume": "leo_activation.engine.loop:cli_consume",
+    "digest": "leo_activation.ops.digest:cli_digest",
+    "trace": "leo_activation.ops.trace:cli_trace",
+    "replay": "leo_activation.ops.replay:cli_replay",
+    "verify": "leo_activation.ops.verify:cli_verify",
+    "dead-letters": "leo_activation.ops.dead_letters:cli_dead_letters",
+    "dev": "leo_activation.dev.stack:cli_dev",
+    "demo": "leo_activation.dev.demo:cli_demo",
 }
 
 

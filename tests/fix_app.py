@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from leo_activation.contracts import from_json
-from leo_activation.corpus import Corpus
-from leo_activation.devstack import Endpoints
-from leo_activation.engine import BatchStats, Engine
+from leo_activation.dev.corpus import Corpus
+from leo_activation.dev.stack import Endpoints
+from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.kafka import read_to_end
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
-from leo_activation.topics import read_to_end
 from tests.fix_db import DbUrls
 
 

@@ -27,7 +27,7 @@ import pytest
 from psycopg import errors, sql
 
 from leo_activation.db import connect, tenant_transaction, with_database
-from leo_activation.devstack import Endpoints
+from leo_activation.dev.stack import Endpoints
 from leo_activation.migrate import ensure_app_role, migrate, schema_checksum
 
 FIXED_TIME = datetime(2025, 1, 1, tzinfo=UTC)

@@ -24,8 +24,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from leo_activation import devstack
-from leo_activation.devstack import Endpoints
+from leo_activation.dev import stack as devstack
+from leo_activation.dev.stack import Endpoints
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_STACK_HOME = REPO / ".dev" / "test-stack"

@@ -19,14 +19,15 @@ from typing import Any, LiteralString
 import fastavro
 import psycopg
 
-from leo_activation import dispatch, ids
+from leo_activation import ids
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, catalog, make_codec
+from leo_activation.consumers import dispatch
 from leo_activation.contracts import from_json
-from leo_activation.digest import state_digest
+from leo_activation.kafka import message_key
+from leo_activation.ops.digest import state_digest
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
-from leo_activation.topics import message_key
 from tests.fix_app import drain, read_topic, totals
 from tests.fix_db import tenant_tx
 

@@ -13,8 +13,8 @@ import psycopg
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from leo_activation import devstack
-from leo_activation.devstack import Endpoints
+from leo_activation.dev import stack as devstack
+from leo_activation.dev.stack import Endpoints
 
 REPO = Path(__file__).resolve().parent.parent
 

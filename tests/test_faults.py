@@ -37,17 +37,18 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from leo_activation import corpus, devstack
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, make_codec
 from leo_activation.contracts import from_json
 from leo_activation.db import connect, tenant_transaction
-from leo_activation.devstack import Endpoints
-from leo_activation.digest import state_digest
-from leo_activation.engine import BatchStats, Engine
+from leo_activation.dev import corpus
+from leo_activation.dev import stack as devstack
+from leo_activation.dev.stack import Endpoints
+from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.kafka import INPUT_TOPICS, ensure_topics, message_key
+from leo_activation.ops.digest import state_digest
 from leo_activation.producers.dead_letters import HEADER_PREFIX
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
-from leo_activation.topics import INPUT_TOPICS, ensure_topics, message_key
 from tests.fix_app import drain, publish_corpus, read_topic, totals
 from tests.fix_db import DbUrls, fresh_database, make_tenant
 from tests.fix_stack import delete_prefixed_topics

@@ -7,10 +7,10 @@ from dataclasses import replace
 import psycopg
 from confluent_kafka import Consumer
 
-from leo_activation import corpus
-from leo_activation.devstack import Endpoints
-from leo_activation.digest import state_digest
-from leo_activation.engine import Engine, consumer_config
+from leo_activation.dev import corpus
+from leo_activation.dev.stack import Endpoints
+from leo_activation.engine.loop import Engine, consumer_config
+from leo_activation.ops.digest import state_digest
 from leo_activation.settings import Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
 from tests.fix_db import fresh_database, tenant_tx

@@ -24,19 +24,20 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from leo_activation import corpus, replay
 from leo_activation.cli import main
 from leo_activation.contracts import from_json
 from leo_activation.db import connect
-from leo_activation.devstack import Endpoints
-from leo_activation.digest import state_digest
-from leo_activation.engine import BatchStats, Engine, TopicCounts
+from leo_activation.dev import corpus
+from leo_activation.dev.stack import Endpoints
+from leo_activation.engine.loop import BatchStats, Engine, TopicCounts
+from leo_activation.engine.metrics import EngineMetrics
 from leo_activation.jsonlog import JsonFormatter
-from leo_activation.metrics import EngineMetrics
+from leo_activation.kafka import ensure_topics
+from leo_activation.ops import replay
+from leo_activation.ops.digest import state_digest
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
-from leo_activation.topics import ensure_topics
 from tests.fix_app import drain, read_topic, totals
 from tests.fix_db import DbUrls, fresh_database, tenant_tx
 
@@ -446,7 +447,7 @@ def test_dead_letters_list_shows_the_reason_and_redrive_puts_it_back(
     kind, record = from_json("receipts", receipt)
     producer.send("receipts", kind, record, headers=[("leo.correlation_id", b"corr-42")])
     producer.flush()
-    with caplog.at_level(logging.WARNING, logger="leo_activation.engine"):
+    with caplog.at_level(logging.WARNING, logger="leo_activation.engine.loop"):
         stats = totals(drain(settings))
     assert stats.dead_lettered == 1
     logged = [r for r in caplog.records if getattr(r, "event", None) == "dead_letter"]
@@ -522,13 +523,13 @@ def test_metrics_export_the_accounting_invariant() -> None:
 
 
 def test_json_log_lines_carry_level_logger_message_and_extras() -> None:
-    record = logging.LogRecord("leo_activation.engine", logging.WARNING, __file__, 1,
+    record = logging.LogRecord("leo_activation.engine.loop", logging.WARNING, __file__, 1,
                                "dead-lettered %s", ("x",), None)  # fmt: skip
     record.correlation_id = "corr-1"
     record.event = "dead_letter"
     entry = json.loads(JsonFormatter().format(record))
     assert entry["level"] == "WARNING"
-    assert entry["logger"] == "leo_activation.engine"
+    assert entry["logger"] == "leo_activation.engine.loop"
     assert entry["message"] == "dead-lettered x"
     assert entry["correlation_id"] == "corr-1"
     assert entry["event"] == "dead_letter"

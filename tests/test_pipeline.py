@@ -9,8 +9,9 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from leo_activation import corpus, engine
-from leo_activation.engine import BatchStats, Engine, Landed, Polled
+from leo_activation.dev import corpus
+from leo_activation.engine import loop as engine
+from leo_activation.engine.loop import BatchStats, Engine, Landed, Polled
 from leo_activation.settings import Settings
 from tests.fix_app import publish_corpus, totals
 from tests.fix_db import tenant_tx

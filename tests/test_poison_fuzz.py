@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from leo_activation import contracts
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, SchemaVersion, catalog
-from leo_activation.engine import Engine
+from leo_activation.engine.loop import Engine
 from leo_activation.errors import PoisonMessage
 from leo_activation.settings import Settings
 from tests.test_contracts import _strategy

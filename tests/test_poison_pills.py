@@ -16,12 +16,12 @@ from confluent_kafka import Producer
 
 from leo_activation.codec import SingleObjectCodec
 from leo_activation.contracts import from_json
-from leo_activation.deadletters import redrive
 from leo_activation.errors import LeoError
+from leo_activation.kafka import ensure_topics
+from leo_activation.ops.dead_letters import redrive
 from leo_activation.producers.dead_letters import MAX_DEAD_LETTER_BYTES
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
-from leo_activation.topics import ensure_topics
 from tests.fix_app import drain, read_topic, totals
 from tests.test_poison_fuzz import _raw_receipt
 

@@ -22,14 +22,15 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leo_activation import corpus, db
+from leo_activation import db
 from leo_activation.contracts import from_json
-from leo_activation.devstack import Endpoints
-from leo_activation.digest import state_digest
-from leo_activation.engine import Engine
-from leo_activation.handling import Envelope
+from leo_activation.dev import corpus
+from leo_activation.dev.stack import Endpoints
+from leo_activation.engine.handler import Envelope
+from leo_activation.engine.loop import Engine
+from leo_activation.kafka import message_key
+from leo_activation.ops.digest import state_digest
 from leo_activation.settings import Settings
-from leo_activation.topics import message_key
 from tests.fix_db import fresh_database
 
 Keyed = tuple[str, bytes, bytes, int]  # (logical topic, key, value, Kafka timestamp ms)

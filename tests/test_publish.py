@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from leo_activation import corpus
 from leo_activation.cli import main
+from leo_activation.dev import corpus
 from leo_activation.settings import Settings
 from tests.fix_app import read_topic
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from leo_activation import ids
 from leo_activation.consumers.receipts import receipt_row
-from leo_activation.handling import Envelope
+from leo_activation.engine.handler import Envelope
 
 text = st.text(max_size=40)  # any unicode, including quotes, backslashes and control characters
 json_values = st.recursive(

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from leo_activation.codec import make_codec
 from leo_activation.contracts import from_json
-from leo_activation.devstack import Endpoints
-from leo_activation.digest import state_digest
+from leo_activation.dev.stack import Endpoints
+from leo_activation.ops.digest import state_digest
 from leo_activation.producers.publish import publish as publish_records
 from leo_activation.settings import Settings
 from tests.fix_app import deployment_settings, drain, read_topic

@@ -21,7 +21,7 @@ import pytest
 from psycopg import errors, sql
 
 from leo_activation.db import connect, is_transient, tenant_transaction, with_database
-from leo_activation.devstack import Endpoints
+from leo_activation.dev.stack import Endpoints
 from leo_activation.errors import LeoError
 from leo_activation.migrate import (
     MIGRATE_LOCK_KEY,

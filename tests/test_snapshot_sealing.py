@@ -17,10 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from leo_activation import ids, snapshots
+from leo_activation import ids
+from leo_activation.consumers import snapshots
 from leo_activation.contracts import from_json
-from leo_activation.devstack import Endpoints
-from leo_activation.digest import state_digest
+from leo_activation.dev.stack import Endpoints
+from leo_activation.ops.digest import state_digest
 from leo_activation.producers.publish import publish as publish_records
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings

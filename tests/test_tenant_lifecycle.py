@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 
 from leo_activation.contracts import from_json
-from leo_activation.deadletters import list_dead_letters
-from leo_activation.devstack import Endpoints
-from leo_activation.digest import state_digest
-from leo_activation.engine import BatchStats, Engine
+from leo_activation.dev.stack import Endpoints
+from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.ops.dead_letters import list_dead_letters
+from leo_activation.ops.digest import state_digest
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
 from tests.fix_db import fresh_database

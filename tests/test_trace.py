@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from leo_activation import corpus, demo, ids
+from leo_activation import ids
 from leo_activation.cli import main
 from leo_activation.codec import make_codec
 from leo_activation.db import connect, tenant_transaction
-from leo_activation.devstack import Endpoints
+from leo_activation.dev import corpus, demo
+from leo_activation.dev.stack import Endpoints
 from leo_activation.resources import sql_dir
 from leo_activation.settings import Settings
 from tests.fix_app import deployment_settings, drain, publish_corpus, totals

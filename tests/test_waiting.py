@@ -11,9 +11,10 @@ import json
 import psycopg
 import pytest
 
-from leo_activation import corpus, verify
-from leo_activation.corpus import Corpus
-from leo_activation.engine import BatchStats, Engine
+from leo_activation.dev import corpus
+from leo_activation.dev.corpus import Corpus
+from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.ops import verify
 from leo_activation.settings import Settings
 from tests.fix_app import publish_corpus
 from tests.fix_db import DbUrls

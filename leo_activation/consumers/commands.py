@@ -11,7 +11,7 @@ security makes another tenant's objects invisible, and naming one is naming an u
 wins; statuses are insert-only histories from which the current status is recomputed (latest
 wins); agent tasks and their status changes are append-only (a different record under a known key
 is a ``conflict``). A dispatch is recorded with what its fan-out needs from this topic and fans out
-once its snapshot is sealed (see :mod:`leo_activation.dispatch`).
+once its snapshot is sealed (see :mod:`leo_activation.consumers.dispatch`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 import psycopg
 
-from leo_activation import db, dispatch, ids, snapshots
-from leo_activation.consumers import tenancy
+from leo_activation import db, ids
+from leo_activation.consumers import dispatch, snapshots, tenancy
+from leo_activation.engine.handler import ApplyContext, ApplyResult, Envelope, tenant_status
 from leo_activation.errors import PoisonMessage
-from leo_activation.handling import ApplyContext, ApplyResult, Envelope, tenant_status
 from leo_activation.resources import sql_text
 
 Command = Callable[[psycopg.Connection[Any], Envelope, ApplyContext], ApplyResult]

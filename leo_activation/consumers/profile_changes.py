@@ -4,12 +4,13 @@ Profile upserts are guarded by the CDP's version (an older change never overwrit
 any arrival order; a version reused with other content is dead-lettered ``version_conflict``);
 every version is also kept in the append-only ``cdp_profile_version`` history,
 because a dispatch takes each recipient's destination from the exact version its segment join
-pinned, never from "the current profile" (see :mod:`leo_activation.dispatch`). A new version can
-complete a dispatch that was waiting for it, so the dispatches it may unblock are re-checked.
+pinned, never from "the current profile" (see :mod:`leo_activation.consumers.dispatch`). A new
+version can complete a dispatch that was waiting for it, so the dispatches it may unblock are
+re-checked.
 
 Membership changes are kept as history keyed by their per-segment sequence, with the profile
 version a join pinned; current segments are recomputed from it, and snapshot requests waiting for
-these sequences are sealed once complete (see :mod:`leo_activation.snapshots`).
+these sequences are sealed once complete (see :mod:`leo_activation.consumers.snapshots`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any
 
 import psycopg
 
-from leo_activation import dispatch, ids, snapshots
+from leo_activation import ids
 from leo_activation.bulk import stage
+from leo_activation.consumers import dispatch, snapshots
+from leo_activation.engine.handler import ApplyContext, ApplyResult, Envelope
 from leo_activation.errors import PoisonMessage
-from leo_activation.handling import ApplyContext, ApplyResult, Envelope
 from leo_activation.resources import sql_text
 
 PROFILE_COLUMNS = (

@@ -19,7 +19,7 @@ import psycopg
 
 from leo_activation import ids
 from leo_activation.bulk import stage
-from leo_activation.handling import ApplyContext, ApplyResult, Envelope
+from leo_activation.engine.handler import ApplyContext, ApplyResult, Envelope
 from leo_activation.resources import sql_text
 
 COLUMNS = (

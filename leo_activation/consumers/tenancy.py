@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 
+from leo_activation.engine.handler import Envelope
 from leo_activation.errors import PoisonMessage
-from leo_activation.handling import Envelope
 from leo_activation.resources import sql_text
 
 History = list[tuple[int | None, str]]  # (published ms, None: since ever; status), applied order

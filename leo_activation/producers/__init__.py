@@ -14,8 +14,8 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from leo_activation.codec import Codec, make_codec
 from leo_activation.errors import LeoError
+from leo_activation.kafka import message_key
 from leo_activation.settings import Settings
-from leo_activation.topics import message_key
 
 Headers = Sequence[tuple[str, bytes]]
 

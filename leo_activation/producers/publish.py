@@ -15,9 +15,9 @@ from typing import IO, Any
 
 from leo_activation.contracts import MAX_JSON_DEPTH, from_json, json_depth
 from leo_activation.errors import LeoError, UsageError
+from leo_activation.kafka import INPUT_TOPICS, ensure_topics
 from leo_activation.producers import TopicProducer
 from leo_activation.settings import Settings
-from leo_activation.topics import INPUT_TOPICS, ensure_topics
 
 
 def read_messages(topic: str, stream: IO[str], source: str) -> list[tuple[str, dict[str, Any]]]:

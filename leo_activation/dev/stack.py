@@ -54,7 +54,7 @@ PG_SYSTEM_USER = "embedded_postgres"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
 
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 # Popen handles of brokers this process started, so stopping them also reaps them: a zombie
 # would otherwise look alive to every later check in the same process.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

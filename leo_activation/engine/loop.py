@@ -64,8 +64,7 @@ from leo_activation.consumers import tenancy
 from leo_activation.consumers.commands import CommandsHandler
 from leo_activation.consumers.profile_changes import ProfileChangesHandler
 from leo_activation.consumers.receipts import ReceiptsHandler
-from leo_activation.errors import LeoError, PoisonMessage
-from leo_activation.handling import (
+from leo_activation.engine.handler import (
     ApplyContext,
     ApplyResult,
     Envelope,
@@ -73,12 +72,13 @@ from leo_activation.handling import (
     Outgoing,
     OutgoingStream,
 )
+from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.kafka import INPUT_TOPICS, ensure_topics, reader
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.dead_letters import dead_letter
 from leo_activation.settings import Settings
-from leo_activation.topics import INPUT_TOPICS, ensure_topics, reader
 
-log = logging.getLogger("leo_activation.engine")
+log = logging.getLogger("leo_activation.engine.loop")
 PROBE_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
@@ -905,8 +905,8 @@ def _seek(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
 
 
 def cli_consume(settings: Settings, args: Any) -> int:
+    from leo_activation.engine.metrics import EngineMetrics
     from leo_activation.jsonlog import configure as configure_json_logs
-    from leo_activation.metrics import EngineMetrics
 
     configure_json_logs()
     settings = settings.with_overrides(batch_size=args.batch_size, metrics_port=args.metrics_port)

@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.process_collector import ProcessCollector
 
 if TYPE_CHECKING:
-    from leo_activation.engine import BatchStats, Engine
+    from leo_activation.engine.loop import BatchStats, Engine
 
 LAG_REFRESH_S = 5.0
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)

@@ -3,8 +3,9 @@
 **When.** A dispatch fans out once its snapshot is sealed AND every member's pinned profile
 version has arrived. Three triggers re-check that, set-based (``dispatch_ready.sql``): the
 dispatch command itself (:mod:`leo_activation.consumers.commands`), the seal of its snapshot
-(:func:`fan_out_waiting`, called by :mod:`leo_activation.snapshots`), and the arrival of a profile
-version some waiting dispatch's member pinned (:mod:`leo_activation.consumers.profile_changes`).
+(:func:`fan_out_waiting`, called by :mod:`leo_activation.consumers.snapshots`), and the arrival
+of a profile version some waiting dispatch's member pinned
+(:mod:`leo_activation.consumers.profile_changes`).
 
 **What.** Per member: ``delivery_id = ids.delivery_id(tenant, event, profile)`` and one
 ``delivery_log`` row — ``queued`` with its destination, or ``suppressed`` with a reason (cancelled
@@ -64,9 +65,9 @@ import psycopg
 from psycopg import sql
 
 from leo_activation import db, ids
-from leo_activation.handling import ApplyContext, ApplyResult, Outgoing, OutgoingStream
+from leo_activation.engine.handler import ApplyContext, ApplyResult, Outgoing, OutgoingStream
+from leo_activation.kafka import message_key
 from leo_activation.resources import sql_text
-from leo_activation.topics import message_key
 
 CHUNK = 10_000  # members per server-side fetch and per COPY
 NO_PIN_REASON = "membership change does not pin a profile version"

@@ -9,7 +9,7 @@ safe to repeat: every stored id is derived from the message's content, so a mess
 twice is a duplicate, and one that fails again becomes a new dead letter.
 
 A dead letter's id is its offset: the dead-letter topic has a single partition
-(:func:`leo_activation.topics.ensure_topics`). A topic created with several partitions (an older
+(:func:`leo_activation.kafka.ensure_topics`). A topic created with several partitions (an older
 deployment) names dead letters ``PARTITION:OFFSET`` instead.
 """
 
@@ -25,10 +25,10 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from leo_activation.codec import REGISTRY_MAGIC, SingleObjectCodec, make_codec
 from leo_activation.errors import LeoError, PoisonMessage, UsageError
+from leo_activation.kafka import INPUT_TOPICS, READ_TIMEOUT_S, read_to_end, reader
+from leo_activation.ops.replay import admin_client, topic_partitions
 from leo_activation.producers import TopicProducer
-from leo_activation.replay import admin_client, topic_partitions
 from leo_activation.settings import Settings, SettingsError
-from leo_activation.topics import INPUT_TOPICS, READ_TIMEOUT_S, read_to_end, reader
 
 REDRIVEN_FROM_HEADER = "leo.redriven-from"
 REDRIVEN_PARTITION_HEADER = "leo.redriven-from-partition"

@@ -9,7 +9,7 @@ instead of sealing.
 Sealing (in the apply transaction) writes the immutable snapshot and its members (set-based, one
 statement) with the profile version each member's latest join pinned, and queues the snapshot in
 ``segment_snapshot_tag_pending``; dispatches waiting on it then fan out (once their pinned
-profile versions have arrived, see :mod:`leo_activation.dispatch`).
+profile versions have arrived, see :mod:`leo_activation.consumers.dispatch`).
 
 Tagging each member's ``cdp_profiles.segment_snapshots`` (an UPDATE of every member's profile
 row: about twice the seal's own time) is not done in the seal transaction: it is an
@@ -33,8 +33,9 @@ from typing import Any
 
 import psycopg
 
-from leo_activation import db, dispatch
-from leo_activation.handling import ApplyContext, ApplyResult
+from leo_activation import db
+from leo_activation.consumers import dispatch
+from leo_activation.engine.handler import ApplyContext, ApplyResult
 from leo_activation.resources import sql_text
 
 

@@ -41,16 +41,18 @@ from confluent_kafka import (
 )
 from psycopg.rows import dict_row
 
-from leo_activation import corpus, db, digest, trace
+from leo_activation import db
 from leo_activation.codec import Codec, make_codec
 from leo_activation.contracts import from_json
-from leo_activation.engine import BatchStats, Engine
+from leo_activation.dev import corpus
+from leo_activation.engine.loop import BatchStats, Engine
 from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.kafka import READ_TIMEOUT_S, ensure_topics, message_key, read_to_end, reader
+from leo_activation.ops import digest, trace
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.publish import publish
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
-from leo_activation.topics import READ_TIMEOUT_S, ensure_topics, message_key, read_to_end, reader
 
 DEMO_SEED = 2026
 DEFAULT_TOPIC_PREFIX = "leo-demo."

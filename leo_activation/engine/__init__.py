@@ -1,0 +1,1 @@
+"""The engine: a generic, topic-agnostic consumer loop that handlers plug into."""

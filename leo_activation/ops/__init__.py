@@ -1,0 +1,1 @@
+"""Operator tools: replay, verify, digest, trace and the dead-letter list and redrive."""
