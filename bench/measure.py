@@ -16,9 +16,12 @@ from psycopg import sql
 
 from leo_activation import contracts, db
 from leo_activation.codec import make_codec
+from leo_activation.consumers import HANDLERS
+from leo_activation.engine.decode import Decoder, Polled
 from leo_activation.engine.handler import Envelope
-from leo_activation.engine.loop import BatchStats, Engine, Polled
-from leo_activation.engine.loop import consumer_config as engine_consumer_config
+from leo_activation.engine.loop import Engine
+from leo_activation.engine.stats import BatchStats
+from leo_activation.kafka import consumer_config as engine_consumer_config
 from leo_activation.settings import Settings
 
 
@@ -35,27 +38,37 @@ class Rate:
 # ---------------------------------------------------------------------- the product
 
 
+class _FirstBatchDecoder(Decoder):
+    """The engine's decoder; notes when the first batch arrived."""
+
+    first: float | None = None
+
+    def decode_batch(self, messages: list[Message]) -> Polled:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return super().decode_batch(messages)
+
+
 class _TimedEngine(Engine):
     """The real engine; only notes when its first batch arrived and stops once ``expected``
     messages are accounted for (so the idle wait at the end is not timed)."""
 
     def __init__(self, settings: Settings, expected: int, **kwargs: Any) -> None:
-        super().__init__(settings, on_batch=self._batch_done, **kwargs)
+        super().__init__(settings, HANDLERS, on_batch=self._batch_done, **kwargs)
+        self.decoder = self.timed = _FirstBatchDecoder(
+            self.codec, HANDLERS, self.logical_by_physical
+        )
         self.expected = expected
-        self.first: float | None = None
         self.last = 0.0
         self.totals = BatchStats()
 
-    def _decode_batch(self, messages: list[Message]) -> Polled:
-        if self.first is None:
-            self.first = time.perf_counter()
-        return super()._decode_batch(messages)
+    @property
+    def first(self) -> float | None:
+        return self.timed.first
 
     def _batch_done(self, stats: BatchStats) -> None:
         self.last = time.perf_counter()
-        for name in ("consumed", "applied", "duplicates", "dead_lettered", "deferred"):
-            if hasattr(stats, name):
-                setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
+        self.totals.add(stats)
         # messages settled for good (a deferred one is consumed again later)
         if self.settled >= self.expected:
             self.request_stop()

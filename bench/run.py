@@ -27,7 +27,6 @@ from bench import gen, naive
 from bench.env import BenchEnv
 from bench.measure import CopyLoad, Rate, copy_rate, decode_only_rate, engine_rate, naive_rate
 from leo_activation import db
-from leo_activation.codec import make_codec
 from leo_activation.consumers import snapshots
 from leo_activation.consumers.profile_changes import (
     MEMBERSHIP_COLUMNS,
@@ -40,7 +39,7 @@ from leo_activation.consumers.receipts import receipt_row
 from leo_activation.contracts import from_json
 from leo_activation.dev import corpus
 from leo_activation.dev import stack as devstack
-from leo_activation.engine.handler import ApplyContext, Envelope
+from leo_activation.engine.handler import Envelope, FollowUp
 from leo_activation.ops.digest import state_digest
 from leo_activation.settings import DEFAULT_BATCH_SIZE
 
@@ -299,15 +298,13 @@ def bench_snapshot(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
         conn.execute("VACUUM ANALYZE")
     print(f"  loaded {n:,} profiles and joins in {time.perf_counter() - started:.1f}s", flush=True)
 
-    settings = env.settings(database, env.prefix("snap"), "snap")
-    ctx = ApplyContext(settings, make_codec(None))
     with db.connect(database.app_url) as conn:
         started = time.perf_counter()
         with db.tenant_transaction(conn, tenant):
-            result = snapshots.seal_ready(conn, tenant, [segment], ctx)
+            result = snapshots.seal_ready(conn, tenant, [segment])
         seconds = time.perf_counter() - started
         started = time.perf_counter()
-        for action in result.follow_ups.values():
+        for action in result.of(FollowUp):
             with conn.transaction():
                 action(conn)
         tag_seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from leo_activation.settings import Settings, SettingsError, from_env
 HANDLERS = {
     "migrate": "leo_activation.migrate:cli_migrate",
     "publish": "leo_activation.producers.publish:cli_publish",
-    "consume": "leo_activation.engine.loop:cli_consume",
+    "consume": "leo_activation.consume:cli_consume",
     "digest": "leo_activation.ops.digest:cli_digest",
     "trace": "leo_activation.ops.trace:cli_trace",
     "replay": "leo_activation.ops.replay:cli_replay",

@@ -18,3 +18,9 @@ class PoisonMessage(LeoError):
         super().__init__(f"{error_class}: {reason}")
         self.error_class = error_class
         self.reason = reason
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line: its message's first line, or its type's name if it has none."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__

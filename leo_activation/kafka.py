@@ -41,6 +41,43 @@ def message_key(logical_topic: str, record: Mapping[str, Any]) -> bytes:
     return ":".join(str(record[name]) for name in KEY_FIELDS[logical_topic]).encode()
 
 
+def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """The engine's Kafka consumer settings (the benchmarks' baselines read topics with them too).
+
+    ``session.timeout.ms`` is 10 s instead of librdkafka's 45 s: a consumer that died without
+    leaving the group (SIGKILL, OOM, lost host) holds its partitions until its session expires,
+    so this bounds how long a restarted or surviving consumer waits to take them over. Heartbeats
+    come from librdkafka's own thread, so a long batch does not starve them.
+    """
+    return {
+        "bootstrap.servers": settings.require_kafka(),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "max.poll.interval.ms": 600_000,
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+        # Prefetch about a batch per partition, in fetches of at most 1 MiB compressed. The
+        # librdkafka defaults (100,000 messages a partition, 64 MiB, 1 MiB a partition and 50 MiB
+        # a fetch, decompressed on arrival) let memory grow with how far behind the consumer is;
+        # these keep batches just as full while memory stays flat against the backlog.
+        "queued.min.messages": max(1_000, settings.batch_size),
+        "queued.max.messages.kbytes": 16_384,
+        "fetch.max.bytes": 1 << 20,
+        "max.partition.fetch.bytes": 256 << 10,
+        "fetch.queue.backoff.ms": 20,  # re-check a full queue soon (default: a whole second)
+        **settings.extra_kafka,
+        # Eager rebalancing, whatever the extras say: a rebalance drops the batch decoded ahead
+        # (Engine.run), which is only safe when it takes every partition back and the next
+        # assignment resumes from the committed offsets. An incremental protocol would keep some
+        # partitions positioned past the dropped messages.
+        "group.protocol": "classic",
+        "partition.assignment.strategy": "range,roundrobin",
+    }
+
+
 def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -> None:
     """Create any missing topic of this deployment (idempotent)."""
     admin = AdminClient({"bootstrap.servers": settings.require_kafka()})

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
+from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
 from leo_activation.dev.corpus import Corpus
 from leo_activation.dev.stack import Endpoints
-from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.engine.loop import Engine
+from leo_activation.engine.stats import BatchStats
 from leo_activation.kafka import read_to_end
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
@@ -45,7 +46,7 @@ def publish_corpus(settings: Settings, corpus: Corpus) -> None:
 def drain(settings: Settings, group: str | None = None, idle: float = 2.0) -> list[BatchStats]:
     """Consume every input topic until idle; returns the per-batch accounting."""
     batches: list[BatchStats] = []
-    Engine(settings, group=group, on_batch=batches.append).run(until_idle=idle)
+    Engine(settings, HANDLERS, group=group, on_batch=batches.append).run(until_idle=idle)
     return batches
 
 
@@ -54,14 +55,4 @@ def read_topic(settings: Settings, logical: str) -> list[Any]:
     return read_to_end(settings, logical)
 
 
-def totals(batches: Iterable[BatchStats]) -> BatchStats:
-    total = BatchStats()
-    for b in batches:
-        total.consumed += b.consumed
-        total.applied += b.applied
-        total.duplicates += b.duplicates
-        total.dead_lettered += b.dead_lettered
-        total.deferred += b.deferred
-        total.resumed += b.resumed
-        total.reread += b.reread
-    return total
+totals = BatchStats.total

@@ -38,12 +38,14 @@ from confluent_kafka import ConsumerGroupTopicPartitions, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, make_codec
+from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
 from leo_activation.db import connect, tenant_transaction
 from leo_activation.dev import corpus
 from leo_activation.dev import stack as devstack
 from leo_activation.dev.stack import Endpoints
-from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.engine.loop import Engine
+from leo_activation.engine.stats import BatchStats
 from leo_activation.kafka import INPUT_TOPICS, ensure_topics, message_key
 from leo_activation.ops.digest import state_digest
 from leo_activation.producers.dead_letters import HEADER_PREFIX
@@ -81,7 +83,9 @@ def commands_first(settings: Settings) -> None:
     """Apply the commands topic on its own first (another group): the engine dead-letters a
     message of a tenant not registered yet, and consumers read the topics concurrently, so this
     keeps the expected state independent of how the first fetches interleave."""
-    Engine(settings, topics=["commands"], group=settings.group_id + "-cmd").run(until_idle=1.0)
+    Engine(settings, HANDLERS, topics=["commands"], group=settings.group_id + "-cmd").run(
+        until_idle=1.0
+    )
 
 
 def delete_topics(admin: AdminClient, prefixes: list[str]) -> None:
@@ -123,7 +127,7 @@ class EngineThread(threading.Thread):
         self, settings: Settings, until_idle: float = 5.0, topics: tuple[str, ...] = INPUT_TOPICS
     ) -> None:
         super().__init__(daemon=True)
-        self.engine = Engine(settings, topics=topics, on_batch=self.batches_append)
+        self.engine = Engine(settings, HANDLERS, topics=topics, on_batch=self.batches_append)
         self.until_idle = until_idle
         self.batches: list[BatchStats] = []
         self.error: BaseException | None = None

@@ -25,12 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from leo_activation.cli import main
+from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
 from leo_activation.db import connect
 from leo_activation.dev import corpus
 from leo_activation.dev.stack import Endpoints
-from leo_activation.engine.loop import BatchStats, Engine, TopicCounts
+from leo_activation.engine.loop import Engine
 from leo_activation.engine.metrics import EngineMetrics
+from leo_activation.engine.stats import BatchStats, Counts
 from leo_activation.jsonlog import JsonFormatter
 from leo_activation.kafka import ensure_topics
 from leo_activation.ops import replay
@@ -157,7 +159,7 @@ def publish_tenants_first(settings: Settings, c: corpus.Corpus, group: str) -> N
     topics concurrently, so a receipt fetched before its tenant's registration would be lost to
     the dead-letter topic; registering tenants first keeps the expected state exact."""
     publish(settings, "commands", [from_json("commands", m) for m in c.topics["commands"]])
-    Engine(settings, topics=["commands"], group=group).run(until_idle=1.0)
+    Engine(settings, HANDLERS, topics=["commands"], group=group).run(until_idle=1.0)
     for topic in ("profile-changes", "receipts"):
         publish(settings, topic, [from_json(topic, m) for m in c.topics.get(topic, [])])
 
@@ -214,7 +216,7 @@ def test_two_consumer_processes_survive_sigkill_and_match_one_consumer(
         single = settings_for(settings, other)
         # the same topics, one consumer, tenants first
         single_group = f"single-{uuid.uuid4().hex[:8]}"
-        Engine(single, topics=["commands"], group=single_group).run(until_idle=1.0)
+        Engine(single, HANDLERS, topics=["commands"], group=single_group).run(until_idle=1.0)
         stats = totals(drain(single, group=single_group))
         assert stats.consumed == c.count() - len(c.topics["commands"])
         assert stats.dead_lettered == 0
@@ -239,7 +241,7 @@ def test_replay_rebuilds_a_lost_database_and_metrics_count_every_message(
     # the commands topic first, as the README's recovery steps do, then everything else
     rc = cli(settings, "replay", "--group", group, "--topic", "commands", "--from-offset", "0")
     assert rc == 0
-    Engine(settings, topics=["commands"], group=group).run(until_idle=1.0)
+    Engine(settings, HANDLERS, topics=["commands"], group=group).run(until_idle=1.0)
     for topic in ("profile-changes", "receipts"):
         rc = cli(settings, "replay", "--group", group, "--topic", topic, "--from-offset", "0")
         assert rc == 0
@@ -507,12 +509,12 @@ def test_dead_letters_list_shows_the_reason_and_redrive_puts_it_back(
 
 # ---------------------------------------------------------------------- in-process pieces
 def test_metrics_export_the_accounting_invariant() -> None:
-    metrics = EngineMetrics()
+    metrics = EngineMetrics(["receipts"])
     good = BatchStats(consumed=3, applied=2, duplicates=1)
-    good.topics["receipts"] = TopicCounts(consumed=3, applied=2, duplicates=1)
+    good.topics["receipts"] = Counts(consumed=3, applied=2, duplicates=1)
     metrics.observe_batch(good)
     lost = BatchStats(consumed=2, applied=1)
-    lost.topics["receipts"] = TopicCounts(consumed=2, applied=1)
+    lost.topics["receipts"] = Counts(consumed=2, applied=1)
     metrics.observe_batch(lost)
     value = metrics.registry.get_sample_value
     assert value("leo_messages_consumed_total", {"topic": "receipts"}) == 5

@@ -9,9 +9,12 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from leo_activation.consumers import HANDLERS
 from leo_activation.dev import corpus
 from leo_activation.engine import loop as engine
-from leo_activation.engine.loop import BatchStats, Engine, Landed, Polled
+from leo_activation.engine.decode import Polled
+from leo_activation.engine.loop import Engine, Landed
+from leo_activation.engine.stats import BatchStats
 from leo_activation.settings import Settings
 from tests.fix_app import publish_corpus, totals
 from tests.fix_db import tenant_tx
@@ -31,23 +34,23 @@ def test_a_batch_decoded_ahead_is_read_again_after_the_one_before_waits(
     commands_topic = settings.topic("commands")
     held: list[Consumer] = []
 
-    class LaggingCommands(engine._Idleness):
+    class LaggingCommands(engine.Idleness):
         def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
             super().on_assign(consumer, partitions)
             consumer.assign(partitions)
             consumer.pause([p for p in partitions if p.topic == commands_topic])
             held.append(consumer)
 
-    monkeypatch.setattr(engine, "_Idleness", LaggingCommands)
+    monkeypatch.setattr(engine, "Idleness", LaggingCommands)
     landings: list[tuple[bool, bool]] = []  # (left messages waiting, a batch decoded ahead)
     batches: list[BatchStats] = []
 
     class Watched(Engine):
-        def _land(
+        def land(
             self, consumer: Consumer, batch: Polled, landed: Landed, ahead: Polled | None
         ) -> Polled | None:
             landings.append((bool(landed.waiting), ahead is not None))
-            return super()._land(consumer, batch, landed, ahead)
+            return super().land(consumer, batch, landed, ahead)
 
     def on_batch(stats: BatchStats) -> None:
         batches.append(stats)
@@ -55,7 +58,7 @@ def test_a_batch_decoded_ahead_is_read_again_after_the_one_before_waits(
             consumer = held.pop()
             consumer.resume([p for p in consumer.assignment() if p.topic == commands_topic])
 
-    Watched(settings, on_batch=on_batch).run(until_idle=3)
+    Watched(settings, HANDLERS, on_batch=on_batch).run(until_idle=3)
 
     assert (True, True) in landings, landings  # a batch waited while the next was decoded
     total = totals(batches)

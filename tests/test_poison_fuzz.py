@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from leo_activation import contracts
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, SchemaVersion, catalog
+from leo_activation.consumers import HANDLERS
 from leo_activation.engine.loop import Engine
 from leo_activation.errors import PoisonMessage
 from leo_activation.settings import Settings
 from tests.test_contracts import _strategy
 
-ENGINE = Engine(Settings())
+ENGINE = Engine(Settings(), HANDLERS)
 KNOWN_CLASSES = {
     "empty", "truncated", "bad_magic", "unknown_schema", "wrong_topic", "invalid_utf8",
     "avro_decode", "trailing_bytes", "bad_uuid", "bad_text", "oversize", "bad_json",
@@ -36,7 +37,7 @@ def decode(topic: str, value: bytes) -> str | None:
     """The error class the engine's decode gives ``value`` (None: accepted)."""
     msg = Message(topic=topic, partition=0, offset=0, key=None, value=value)
     try:
-        ENGINE.decode(topic, msg)
+        ENGINE.decoder.decode(topic, msg)
     except PoisonMessage as poison:
         caught: PoisonMessage | None = poison
     else:

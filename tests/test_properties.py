@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leo_activation import db
+from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
 from leo_activation.dev import corpus
 from leo_activation.dev.stack import Endpoints
@@ -93,7 +94,7 @@ def apply_in_batches(
         msg = Message(topic=engine.settings.topic(topic), partition=0, offset=offsets[topic],
                       key=key, value=value, timestamp=(TIMESTAMP_CREATE_TIME, ts))  # fmt: skip
         offsets[topic] += 1
-        queue.append(engine.decode(topic, msg))
+        queue.append(engine.decoder.decode(topic, msg))
     dead: Outcome = set()
     while queue:
         size = rng.randint(1, max_batch)
@@ -102,10 +103,10 @@ def apply_in_batches(
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
         for e in batch:
             by_tenant[e.tenant_id].append(e)
-        result = engine.apply(by_tenant, horizon)
-        engine.run_after_commit(result)
+        result = engine.applier.apply(by_tenant, {"commands": horizon})
+        engine.applier.after_commit(result)
         rewind: dict[str, int] = {}
-        for e in result.unregistered:
+        for e in result.waiting:
             rewind[e.topic] = min(rewind.get(e.topic, e.offset), e.offset)
         again = [e for e in batch if e.offset >= rewind.get(e.topic, 1 << 62)]
         dead |= {(e.topic, e.published_ms, p.error_class) for e, p in result.rejected
@@ -123,7 +124,7 @@ def deployment(stack: Endpoints, template: str) -> Iterator[Engine]:
     with fresh_database(stack, template) as urls:
         settings_ = Settings(database_url=urls.app_url, admin_database_url=urls.admin_url,
                              kafka_bootstrap=stack.kafka_bootstrap)  # fmt: skip
-        engine = Engine(settings_)
+        engine = Engine(settings_, HANDLERS)
         yield engine
 
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import psycopg
 
+from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
 from leo_activation.dev.stack import Endpoints
-from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.engine.loop import Engine
+from leo_activation.engine.stats import BatchStats
 from leo_activation.ops.dead_letters import list_dead_letters
 from leo_activation.ops.digest import state_digest
 from leo_activation.producers.publish import publish
@@ -94,8 +96,8 @@ def test_disable_and_enable_hold_from_their_publish_time_in_either_order(
 
     # commands first: the whole commands topic is applied, then the data is judged against it
     commands_first = settings.group_id + "-cf"
-    Engine(settings, topics=["commands"], group=commands_first).run(until_idle=1.0)
-    Engine(settings, group=commands_first).run(until_idle=1.5)
+    Engine(settings, HANDLERS, topics=["commands"], group=commands_first).run(until_idle=1.0)
+    Engine(settings, HANDLERS, group=commands_first).run(until_idle=1.5)
     first = outcome(settings, commands_first)
 
     # data first, into another database: the data engine reads the profile changes while the
@@ -103,7 +105,9 @@ def test_disable_and_enable_hold_from_their_publish_time_in_either_order(
     for other in second_database(stack, db_template, settings):
         data_first = settings.group_id + "-df"
         batches: list[BatchStats] = []
-        data = Engine(other, topics=["profile-changes"], group=data_first, on_batch=batches.append)
+        data = Engine(
+            other, HANDLERS, topics=["profile-changes"], group=data_first, on_batch=batches.append
+        )
         runner = threading.Thread(target=data.run, kwargs={"until_idle": 3.0})
         runner.start()
         deadline = time.monotonic() + 60
@@ -111,7 +115,7 @@ def test_disable_and_enable_hold_from_their_publish_time_in_either_order(
             time.sleep(0.1)
         assert any(b.deferred for b in batches), "the data must have been read before commands"
         assert sum(b.applied + b.dead_lettered for b in batches) == 0
-        Engine(other, topics=["commands"], group=data_first).run(until_idle=2.0)
+        Engine(other, HANDLERS, topics=["commands"], group=data_first).run(until_idle=2.0)
         runner.join(120)
         assert not runner.is_alive()
         second = outcome(other, data_first)

@@ -11,9 +11,11 @@ import json
 import psycopg
 import pytest
 
+from leo_activation.consumers import HANDLERS
 from leo_activation.dev import corpus
 from leo_activation.dev.corpus import Corpus
-from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.engine.loop import Engine
+from leo_activation.engine.stats import BatchStats
 from leo_activation.ops import verify
 from leo_activation.settings import Settings
 from tests.fix_app import publish_corpus
@@ -68,13 +70,13 @@ def test_a_backlog_waiting_behind_its_registrations_is_applied_in_one_run(
     registered, commands, traffic, true_duplicates = _backlog()
     batches: list[BatchStats] = []
     publish_corpus(settings, registered)
-    Engine(settings, on_batch=batches.append).run(until_idle=2)
+    Engine(settings, HANDLERS, on_batch=batches.append).run(until_idle=2)
     publish_corpus(settings, commands)  # registrations last, after the fillers
     publish_corpus(settings, traffic)
     produced = registered.count() + commands.count() + traffic.count()
     assert traffic.count() >= 20 * BATCH
 
-    Engine(settings, on_batch=batches.append).run(until_idle=3)
+    Engine(settings, HANDLERS, on_batch=batches.append).run(until_idle=3)
 
     assert sum(b.deferred for b in batches) > 0  # traffic did wait for its registrations
     assert all(b.balanced() for b in batches), [b for b in batches if not b.balanced()]

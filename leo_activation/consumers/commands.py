@@ -24,11 +24,11 @@ import psycopg
 
 from leo_activation import db, ids
 from leo_activation.consumers import dispatch, snapshots, tenancy
-from leo_activation.engine.handler import ApplyContext, ApplyResult, Envelope, tenant_status
-from leo_activation.errors import PoisonMessage
+from leo_activation.engine.handler import ApplyResult, Envelope, Gate
+from leo_activation.errors import PoisonMessage, first_line
 from leo_activation.resources import sql_text
 
-Command = Callable[[psycopg.Connection[Any], Envelope, ApplyContext], ApplyResult]
+Command = Callable[[psycopg.Connection[Any], Envelope], ApplyResult]
 TENANT_LIFECYCLE = frozenset(
     {"tenant_register", "tenant_rename", "tenant_disable", "tenant_enable"}
 )
@@ -38,7 +38,7 @@ def _changed(n: int) -> ApplyResult:
     return ApplyResult(applied=1) if n else ApplyResult(duplicates=1)
 
 
-def tenant_register(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def tenant_register(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     params = {"tenant_name": e.record["tenant_name"], "occurred_at": e.record["occurred_at"]}
     registered = conn.execute(sql_text("queries/tenant_register.sql"), params).rowcount
     if registered:
@@ -49,7 +49,7 @@ def tenant_register(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContex
 def _tenant_update(
     conn: psycopg.Connection[Any], e: Envelope, name: str | None, status: str | None
 ) -> ApplyResult:
-    previous = tenant_status(conn)
+    previous = tenancy.current_status(conn)
     if previous is None:
         raise PoisonMessage("unknown_tenant", f"tenant {e.tenant_id} is not registered")
     params = {"tenant_name": name, "status": status, "occurred_at": e.record["occurred_at"]}
@@ -59,26 +59,26 @@ def _tenant_update(
     return _changed(changed)
 
 
-def tenant_rename(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def tenant_rename(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     return _tenant_update(conn, e, e.record["tenant_name"], None)
 
 
-def tenant_disable(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def tenant_disable(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     return _tenant_update(conn, e, None, "disabled")
 
 
-def tenant_enable(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def tenant_enable(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     return _tenant_update(conn, e, None, "active")
 
 
-def snapshot_request(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def snapshot_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     snapshot = ids.snapshot_id(e.tenant_id, r["segment_key"], r["as_of_sequence"])
     params = {**r, "snapshot_id": snapshot}
     result = _changed(
         conn.execute(sql_text("queries/snapshot_request_insert.sql"), params).rowcount
     )
-    result.merge(snapshots.seal_ready(conn, e.tenant_id, [r["segment_key"]], ctx))
+    result.merge(snapshots.seal_ready(conn, e.tenant_id, [r["segment_key"]]))
     return result
 
 
@@ -125,7 +125,7 @@ def _snapshot_ref(tenant_id: uuid.UUID, r: Mapping[str, Any]) -> tuple[str, uuid
 
 
 # ---------------------------------------------------------------------------- campaigns, events
-def campaign_define(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def campaign_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     _check_period(f"campaign {r['campaign_code']}", r)
     params = {**r, "campaign_id": ids.campaign_id(e.tenant_id, r["campaign_code"])}
@@ -135,9 +135,7 @@ def campaign_define(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContex
     return ApplyResult(applied=1)
 
 
-def campaign_status_change(
-    conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext
-) -> ApplyResult:
+def campaign_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     campaign = ids.campaign_id(e.tenant_id, r["campaign_code"])
     if _references(conn, campaign_id=campaign)[0] is None:
@@ -157,7 +155,7 @@ def _embedding_text(embedding: list[float] | None) -> str | None:
     return None if embedding is None else ids.canonical_json([float(x) for x in embedding])
 
 
-def event_define(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def event_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     code, key = r["campaign_code"], r["event_key"]
     _check_period(f"event {code}/{key}", r)
@@ -176,9 +174,7 @@ def event_define(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) 
     return ApplyResult(applied=1)
 
 
-def event_status_change(
-    conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext
-) -> ApplyResult:
+def event_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     code, key = r["campaign_code"], r["event_key"]
     event = ids.event_id(e.tenant_id, code, key)
@@ -195,7 +191,7 @@ def _event_status(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> i
 
 
 # ---------------------------------------------------------------------------- agent tasks
-def agent_task_record(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def agent_task_record(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     code, event_key = r.get("campaign_code"), r.get("event_key")
     if event_key is not None and code is None:
@@ -229,9 +225,7 @@ def agent_task_record(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyCont
     return ApplyResult(duplicates=1)
 
 
-def agent_task_status_change(
-    conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext
-) -> ApplyResult:
+def agent_task_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     task = ids.task_id(e.tenant_id, r["task_key"])
     if not _references(conn, task_id=task)[3]:
@@ -256,7 +250,7 @@ def _same_or_conflict(
 
 
 # ---------------------------------------------------------------------------- dispatch
-def dispatch_request(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyContext) -> ApplyResult:
+def dispatch_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     code, event_key, task_key = r["campaign_code"], r["event_key"], r["task_key"]
     snapshot_ref = _snapshot_ref(e.tenant_id, r)
@@ -300,7 +294,7 @@ def dispatch_request(conn: psycopg.Connection[Any], e: Envelope, ctx: ApplyConte
     # A re-dispatch of a dispatch still waiting re-checks it too: that is how a fan-out whose
     # post-commit mark was lost in a crash is emitted again (same delivery ids).
     result = ApplyResult(applied=1) if inserted else ApplyResult(duplicates=1)
-    result.merge(dispatch.fan_out(conn, e.tenant_id, [dispatch_id], ctx))
+    result.merge(dispatch.fan_out(conn, e.tenant_id, [dispatch_id]))
     return result
 
 
@@ -322,17 +316,13 @@ COMMANDS: dict[str, Command] = {
 
 class CommandsHandler:
     topic = "commands"
-    requires_active_tenant = False  # tenant lifecycle commands come before the tenant exists
+    gate: Gate | None = None  # tenant lifecycle commands come before the tenant exists
 
     def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> None:
         return None  # commands are few and each applied on its own
 
     def apply(
-        self,
-        conn: psycopg.Connection[Any],
-        tenant_id: uuid.UUID,
-        batch: list[Envelope],
-        ctx: ApplyContext,
+        self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
     ) -> ApplyResult:
         result = ApplyResult()
         for e in sorted(batch, key=lambda e: (e.partition, e.offset)):
@@ -341,18 +331,14 @@ class CommandsHandler:
                     if e.kind not in TENANT_LIFECYCLE:
                         # at its publish time, like other topics: a redelivered copy of a command
                         # published before a disable is judged as the original was
-                        status = tenancy.status_at(tenancy.history(conn), e.published_ms)
-                        if status != "active":
-                            raise PoisonMessage(
-                                "unknown_tenant" if status is None else "disabled_tenant",
-                                f"tenant {tenant_id} is {status or 'not registered'}",
-                            )
-                    result.merge(COMMANDS[e.kind](conn, e, ctx))
+                        refused = tenancy.refusal(e, tenancy.history(conn))
+                        if refused is not None:
+                            raise refused
+                    result.merge(COMMANDS[e.kind](conn, e))
             except PoisonMessage as poison:
                 result.rejected.append((e, poison))
             except psycopg.Error as exc:
                 if db.is_transient(exc):
                     raise
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-                result.rejected.append((e, PoisonMessage("db_rejected", reason)))
+                result.rejected.append((e, PoisonMessage("db_rejected", first_line(exc))))
         return result

@@ -26,7 +26,7 @@ which of them fanned out first; connectors dedupe by delivery id.
 
 **Exactly-once.** The requests are :class:`Outgoing` messages, produced by the engine in the same
 Kafka transaction as the consumed offsets. The dispatch is marked ``fanned_out`` only after that
-transaction committed (``ApplyResult.after_commit``); a dispatch already marked never emits again
+transaction committed (an ``AfterCommit``); a dispatch already marked never emits again
 (re-dispatch, replay). If the Kafka transaction aborts, the batch is re-applied: the dispatch is
 still waiting, the delivery rows dedupe by key, and the same requests are emitted again in the new
 transaction. Within one database transaction, ``dispatch_emitted`` stops a second trigger from
@@ -47,7 +47,7 @@ different delivery.
 read through a server-side cursor in chunks of :data:`CHUNK`, their ids computed here (uuid5 over
 the canonical key, exactly as :mod:`leo_activation.ids` defines them; the database has no SHA-1)
 and COPYed back in chunks. No statement runs per member. The requests are not built here: the
-fan-out returns a stream (``ApplyResult.streams``) that the engine runs inside the Kafka
+fan-out returns a stream (an ``Emit``) that the engine runs inside the Kafka
 transaction, reading the committed queued rows back in chunks, so memory stays flat whatever the
 audience size; streams are keyed by dispatch, so two triggers of one dispatch produce it once.
 """
@@ -65,8 +65,7 @@ import psycopg
 from psycopg import sql
 
 from leo_activation import db, ids
-from leo_activation.engine.handler import ApplyContext, ApplyResult, Outgoing, OutgoingStream
-from leo_activation.kafka import message_key
+from leo_activation.engine.handler import AfterCommit, ApplyResult, Connection, Emit, Outgoing
 from leo_activation.resources import sql_text
 
 CHUNK = 10_000  # members per server-side fetch and per COPY
@@ -99,7 +98,7 @@ def delivery_fact(status: str, dispatch_id: uuid.UUID | str) -> dict[str, str]:
 
 
 def fan_out_waiting(
-    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, snapshot_id: uuid.UUID, ctx: ApplyContext
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, snapshot_id: uuid.UUID
 ) -> ApplyResult:
     """Fan out every dispatch that was waiting for ``snapshot_id`` to seal (and is now ready)."""
     rows = conn.execute(
@@ -107,14 +106,13 @@ def fan_out_waiting(
     ).fetchall()
     if not rows:
         return ApplyResult()
-    return fan_out(conn, tenant_id, [r[0] for r in rows], ctx)
+    return fan_out(conn, tenant_id, [r[0] for r in rows])
 
 
 def fan_out(
     conn: psycopg.Connection[Any],
     tenant_id: uuid.UUID,
     dispatch_ids: Sequence[uuid.UUID],
-    ctx: ApplyContext,
 ) -> ApplyResult:
     """Fan out those of ``dispatch_ids`` that are ready; the others keep waiting.
 
@@ -132,16 +130,18 @@ def fan_out(
     if not ready:
         return result
     for dispatch in ready:
-        stream = _fan_out_one(conn, tenant_id, dispatch, ctx)
-        result.streams[("dispatch", tenant_id, dispatch.dispatch_id)] = stream
+        stream = _fan_out_one(conn, tenant_id, dispatch)
+        result.later[("dispatch", tenant_id, dispatch.dispatch_id)] = Emit(stream)
     conn.execute(sql_text("queries/dispatch_deliveries_insert.sql"))
-    result.after_commit.append(_marker(tenant_id, [d.dispatch_id for d in ready]))
+    fanned_out = tuple(d.dispatch_id for d in ready)
+    marker = AfterCommit(_marker(tenant_id, list(fanned_out)))
+    result.later[("fanned_out", tenant_id, fanned_out)] = marker
     return result
 
 
 def _fan_out_one(
-    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, d: ReadyDispatch, ctx: ApplyContext
-) -> OutgoingStream:
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, d: ReadyDispatch
+) -> Callable[[Connection], Iterator[Outgoing]]:
     """Stage one dispatch's delivery rows, chunk by chunk; return the stream of its requests."""
     params = {
         "snapshot_id": d.snapshot_id,
@@ -165,25 +165,18 @@ def _fan_out_one(
                 )  # fmt: skip
                 rows.append(row)
             _copy(conn, rows)
-    return functools.partial(_requests, tenant_id, d, ctx)
+    return functools.partial(_requests, tenant_id, d)
 
 
-def _requests(
-    tenant_id: uuid.UUID, d: ReadyDispatch, ctx: ApplyContext, conn: psycopg.Connection[Any]
-) -> Iterator[Outgoing]:
+def _requests(tenant_id: uuid.UUID, d: ReadyDispatch, conn: Connection) -> Iterator[Outgoing]:
     """The dispatch's requests, read back from its committed queued rows in chunks (run by the
     engine inside the Kafka transaction, so a million requests never sit in memory at once)."""
-    topic = ctx.settings.topic("delivery-requests")
     with db.tenant_transaction(conn, tenant_id), conn.cursor(name="fan_out_requests") as cur:
         cur.execute(sql_text("queries/dispatch_requests.sql"), {"dispatch_id": d.dispatch_id})
         while chunk := cur.fetchmany(CHUNK):
             for delivery, profile_id, destination in chunk:
                 record = _request(tenant_id, d, delivery, profile_id, destination)
-                yield Outgoing(
-                    topic=topic,
-                    key=message_key("delivery-requests", record),
-                    value=ctx.codec.encode("delivery_request", record),
-                )
+                yield Outgoing("delivery-requests", "delivery_request", record)
 
 
 def _request(

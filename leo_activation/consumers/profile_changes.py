@@ -25,8 +25,8 @@ import psycopg
 
 from leo_activation import ids
 from leo_activation.bulk import stage
-from leo_activation.consumers import dispatch, snapshots
-from leo_activation.engine.handler import ApplyContext, ApplyResult, Envelope
+from leo_activation.consumers import dispatch, snapshots, tenancy
+from leo_activation.engine.handler import ApplyResult, Envelope, Gate
 from leo_activation.errors import PoisonMessage
 from leo_activation.resources import sql_text
 
@@ -104,7 +104,7 @@ def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any
 
 class ProfileChangesHandler:
     topic = "profile-changes"
-    requires_active_tenant = True
+    gate: Gate | None = tenancy.TENANCY
 
     def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...]:
         return _row(envelope, json_fields)
@@ -114,7 +114,6 @@ class ProfileChangesHandler:
         conn: psycopg.Connection[Any],
         tenant_id: uuid.UUID,
         batch: list[Envelope],
-        ctx: ApplyContext,
     ) -> ApplyResult:
         result = ApplyResult()
         upserts = [e for e in batch if e.kind == "profile_upsert"]
@@ -132,7 +131,7 @@ class ProfileChangesHandler:
             result.applied += applied
             result.duplicates += len(upserts) - applied
             if unblocked:
-                result.merge(dispatch.fan_out(conn, tenant_id, unblocked, ctx))
+                result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
             stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_row, changes))
             inserted = conn.execute(sql_text("queries/membership_insert.sql")).rowcount
@@ -143,5 +142,5 @@ class ProfileChangesHandler:
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
             segments = sorted({e.record["segment_key"] for e in changes})
-            result.merge(snapshots.seal_ready(conn, tenant_id, segments, ctx))
+            result.merge(snapshots.seal_ready(conn, tenant_id, segments))
         return result

@@ -19,7 +19,8 @@ import psycopg
 
 from leo_activation import ids
 from leo_activation.bulk import stage
-from leo_activation.engine.handler import ApplyContext, ApplyResult, Envelope
+from leo_activation.consumers import tenancy
+from leo_activation.engine.handler import ApplyResult, Envelope, Gate
 from leo_activation.resources import sql_text
 
 COLUMNS = (
@@ -95,7 +96,7 @@ def receipt_row(e: Envelope, tenant_text: str, response: Any = None) -> tuple[An
 
 class ReceiptsHandler:
     topic = "receipts"
-    requires_active_tenant = True
+    gate: Gate | None = tenancy.TENANCY
 
     def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...]:
         response = json_fields.get("provider_response")
@@ -106,7 +107,6 @@ class ReceiptsHandler:
         conn: psycopg.Connection[Any],
         tenant_id: uuid.UUID,
         batch: list[Envelope],
-        ctx: ApplyContext,
     ) -> ApplyResult:
         tenant_text = str(tenant_id)
         rows = (e.row if e.row is not None else receipt_row(e, tenant_text) for e in batch)

@@ -12,8 +12,8 @@ statement) with the profile version each member's latest join pinned, and queues
 profile versions have arrived, see :mod:`leo_activation.consumers.dispatch`).
 
 Tagging each member's ``cdp_profiles.segment_snapshots`` (an UPDATE of every member's profile
-row: about twice the seal's own time) is not done in the seal transaction: it is an
-``ApplyResult.follow_ups`` action, run by the engine in its own transaction after the apply
+row, costlier than the seal itself) is not done in the seal transaction: it is
+a ``FollowUp``, run by the engine in its own transaction after the apply
 transactions committed and before the batch's Kafka offsets commit. It writes the tags and takes
 the snapshot off the queue in one transaction, and is idempotent. After a crash between the seal
 and the tagging, the uncommitted offsets re-deliver the messages that sealed it; their handlers
@@ -35,12 +35,12 @@ import psycopg
 
 from leo_activation import db
 from leo_activation.consumers import dispatch
-from leo_activation.engine.handler import ApplyContext, ApplyResult
+from leo_activation.engine.handler import ApplyResult, FollowUp
 from leo_activation.resources import sql_text
 
 
 def seal_ready(
-    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, segments: Sequence[str], ctx: ApplyContext
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, segments: Sequence[str]
 ) -> ApplyResult:
     """Seal every pending request on ``segments`` whose changes have all arrived; return (as
     follow-ups) the tagging of every sealed snapshot on ``segments`` whose tags are not written
@@ -88,13 +88,13 @@ def seal_ready(
             "created_at": requested_at,
         }
         conn.execute(sql_text("queries/snapshot_seal.sql"), params)
-        result.merge(dispatch.fan_out_waiting(conn, tenant_id, snapshot_id, ctx))
+        result.merge(dispatch.fan_out_waiting(conn, tenant_id, snapshot_id))
     untagged = conn.execute(
         sql_text("queries/snapshot_tag_pending.sql"), {"segments": list(segments)}
     )
     for (snapshot_id,) in untagged.fetchall():
-        result.follow_ups[("tag_snapshot", tenant_id, snapshot_id)] = tag_members(
-            tenant_id, snapshot_id
+        result.later[("tag_snapshot", tenant_id, snapshot_id)] = FollowUp(
+            tag_members(tenant_id, snapshot_id)
         )
     return result
 

@@ -11,11 +11,12 @@ an unread one (``horizon_ms``: the earliest unread command's timestamp) the mess
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from leo_activation.engine.handler import Envelope
+from leo_activation.engine.handler import Envelope, Rejected
 from leo_activation.errors import PoisonMessage
 from leo_activation.resources import sql_text
 
@@ -48,27 +49,48 @@ def record(
     conn.execute(sql_text("queries/tenant_lifecycle_append.sql"), params)
 
 
-def judge(
-    conn: psycopg.Connection[Any], envelopes: list[Envelope], horizon_ms: int | None
-) -> tuple[list[Envelope], list[Envelope], list[tuple[Envelope, PoisonMessage]]]:
-    """(admitted, waiting, rejected) for one tenant's messages, in its transaction."""
-    admitted: list[Envelope] = []
-    waiting: list[Envelope] = []
-    rejected: list[tuple[Envelope, PoisonMessage]] = []
-    changes = history(conn)
-    for e in envelopes:
-        if horizon_ms is not None and horizon_ms <= e.published_ms:
-            waiting.append(e)
-            continue
-        status = status_at(changes, e.published_ms)
-        if status == "active":
-            admitted.append(e)
-        elif status is None:
-            rejected.append((e, PoisonMessage(
-                "unknown_tenant", f"tenant {e.tenant_id} was not registered when this was published"
-            )))  # fmt: skip
-        else:
-            rejected.append((e, PoisonMessage(
-                "disabled_tenant", f"tenant {e.tenant_id} was {status} when this was published"
-            )))  # fmt: skip
-    return admitted, waiting, rejected
+def current_status(conn: psycopg.Connection[Any]) -> str | None:
+    """The current tenant's status now (None: not registered)."""
+    row = conn.execute(sql_text("queries/tenant_status.sql")).fetchone()
+    return None if row is None else str(row[0])
+
+
+def refusal(e: Envelope, changes: History) -> PoisonMessage | None:
+    """Why ``e`` may not be applied, judged by its tenant's status when it was published; None
+    if the tenant was active then."""
+    status = status_at(changes, e.published_ms)
+    if status == "active":
+        return None
+    if status is None:
+        return PoisonMessage(
+            "unknown_tenant", f"tenant {e.tenant_id} was not registered when this was published"
+        )
+    return PoisonMessage(
+        "disabled_tenant", f"tenant {e.tenant_id} was {status} when this was published"
+    )
+
+
+class TenancyGate:
+    """Holds tenant-scoped messages back while a command published at or before them is
+    unread, then admits those whose tenant was active when they were published."""
+
+    upstream = "commands"
+
+    def judge(
+        self, conn: psycopg.Connection[Any], envelopes: Sequence[Envelope], horizon_ms: int | None
+    ) -> tuple[list[Envelope], list[Envelope], list[Rejected]]:
+        admitted: list[Envelope] = []
+        waiting: list[Envelope] = []
+        rejected: list[Rejected] = []
+        changes = history(conn)
+        for e in envelopes:
+            if horizon_ms is not None and horizon_ms <= e.published_ms:
+                waiting.append(e)
+            elif (refused := refusal(e, changes)) is not None:
+                rejected.append((e, refused))
+            else:
+                admitted.append(e)
+        return admitted, waiting, rejected
+
+
+TENANCY = TenancyGate()

@@ -43,9 +43,11 @@ from psycopg.rows import dict_row
 
 from leo_activation import db
 from leo_activation.codec import Codec, make_codec
+from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
 from leo_activation.dev import corpus
-from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.engine.loop import Engine
+from leo_activation.engine.stats import BatchStats
 from leo_activation.errors import LeoError, PoisonMessage
 from leo_activation.kafka import READ_TIMEOUT_S, ensure_topics, message_key, read_to_end, reader
 from leo_activation.ops import digest, trace
@@ -95,26 +97,6 @@ class Progress:
             self.live_shown = False
         self.out.write(f"[{self.number}/{self.total}] {text}\n")
         self.out.flush()
-
-
-@dataclass
-class Consumed:
-    consumed: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-
-    def add(self, batch: BatchStats) -> None:
-        self.consumed += batch.consumed
-        self.applied += batch.applied
-        self.duplicates += batch.duplicates
-        self.dead_lettered += batch.dead_lettered
-
-    def __str__(self) -> str:
-        return (
-            f"consumed {self.consumed} messages: {self.applied} applied, "
-            f"{self.duplicates} duplicates, {self.dead_lettered} dead-lettered"
-        )
 
 
 # ---------------------------------------------------------------------------- the provider
@@ -377,15 +359,16 @@ class Demo:
     def say(self, text: str = "") -> None:
         print(text, file=self.out)
 
-    def consume(self, label: str) -> Consumed:
-        total = Consumed()
+    def consume(self, label: str) -> str:
+        """Consume what was published; a one-line summary of it."""
+        total = BatchStats()
 
         def on_batch(batch: BatchStats) -> None:
             total.add(batch)
-            self.progress.live(f"{label}: {total}")
+            self.progress.live(f"{label}: {total.summary()}")
 
-        Engine(self.settings, on_batch=on_batch).run(until_idle=self.idle)
-        return total
+        Engine(self.settings, HANDLERS, on_batch=on_batch).run(until_idle=self.idle)
+        return total.summary()
 
     def publish(self, topic: str, messages: list[JsonObject]) -> None:
         if messages:

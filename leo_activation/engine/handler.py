@@ -4,20 +4,20 @@ envelopes of one tenant, inside that tenant's transaction) and what it returns."
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import psycopg
 
-from leo_activation.codec import Codec
 from leo_activation.errors import PoisonMessage
-from leo_activation.settings import Settings
+
+Connection = psycopg.Connection[Any]
 
 
 class Envelope(NamedTuple):
-    """A decoded, validated message and where it came from (a NamedTuple: immutable, and built
-    per message five times faster than a frozen dataclass)."""
+    """A decoded, validated message and where it came from (a NamedTuple: immutable, and cheaper
+    to build per message than a frozen dataclass)."""
 
     topic: str  # logical topic
     partition: int
@@ -35,67 +35,86 @@ class Envelope(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A message a handler emits, produced in the same Kafka transaction as the batch offsets."""
+    """A record a handler emits, encoded with the topic's contract and keyed by the topic's rule,
+    in the same Kafka transaction as the batch offsets."""
 
-    topic: str  # physical
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    topic: str  # logical
+    kind: str
+    record: Mapping[str, Any]
 
 
-# Produces messages from the database after the apply transaction committed (own transaction).
-OutgoingStream = Callable[[psycopg.Connection[Any]], Iterator[Outgoing]]
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """Work too large to hold the apply transaction open for (e.g. tag a sealed snapshot's
+    members): run in its own transaction after the apply transactions committed and before the
+    Kafka transaction. The offsets commit only after it ran, so a crash re-delivers the message
+    that asked for it; it must be idempotent."""
+
+    run: Callable[[Connection], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Outputs read back from the database while the Kafka transaction is open, so that they
+    are never all in memory at once."""
+
+    run: Callable[[Connection], Iterator[Outgoing]]
+
+
+@dataclass(frozen=True, slots=True)
+class AfterCommit:
+    """Run against the database once the Kafka transaction committed (e.g. mark a fan-out
+    done), in its own transaction."""
+
+    run: Callable[[Connection], None]
+
+
+Later = FollowUp | Emit | AfterCommit
+Rejected = tuple[Envelope, PoisonMessage]
 
 
 @dataclass
 class ApplyResult:
     applied: int = 0
     duplicates: int = 0
-    rejected: list[tuple[Envelope, PoisonMessage]] = field(default_factory=list)
-    # messages of a tenant not registered (yet): the engine decides whether they wait or die
-    unregistered: list[Envelope] = field(default_factory=list)
-    outgoing: list[Outgoing] = field(default_factory=list)
-    # large outputs read back from the database while the Kafka transaction is open, so they are
-    # never all in memory; keyed so that two triggers of the same work produce it once
-    streams: dict[Hashable, OutgoingStream] = field(default_factory=dict)
-    # run against the database after the apply transactions committed and before the Kafka
-    # transaction, each in its own transaction: work too large to hold the apply transaction
-    # open for (e.g. tag a sealed snapshot's members). The offsets commit only after they ran,
-    # so a crash re-delivers the message that asked for them; they must be idempotent.
-    follow_ups: dict[Hashable, Callable[[psycopg.Connection[Any]], None]] = field(
-        default_factory=dict
-    )
-    # run against the database after the Kafka transaction committed (e.g. mark a fan-out done)
-    after_commit: list[Callable[[psycopg.Connection[Any]], None]] = field(default_factory=list)
-    # (applied, duplicates) per logical topic; the engine fills it from each handler's result
-    by_topic: dict[str, tuple[int, int]] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    # held back by the handler's gate: read and judged again later
+    waiting: list[Envelope] = field(default_factory=list)
+    # keyed, so that two triggers of the same work run it once
+    later: dict[Hashable, Later] = field(default_factory=dict)
 
     def merge(self, other: ApplyResult) -> None:
         self.applied += other.applied
         self.duplicates += other.duplicates
-        for topic, (applied, duplicates) in other.by_topic.items():
-            before = self.by_topic.get(topic, (0, 0))
-            self.by_topic[topic] = (before[0] + applied, before[1] + duplicates)
         self.rejected += other.rejected
-        self.unregistered += other.unregistered
-        self.outgoing += other.outgoing
-        self.streams.update(other.streams)
-        self.follow_ups.update(other.follow_ups)
-        self.after_commit += other.after_commit
+        self.waiting += other.waiting
+        self.later.update(other.later)
+
+    def of(self, phase: type[Later]) -> list[Any]:
+        """The deferred work of one kind, in the order it was asked for."""
+        return [w.run for w in self.later.values() if isinstance(w, phase)]
 
 
-@dataclass(frozen=True)
-class ApplyContext:
-    settings: Settings
-    codec: Codec
+class Gate(Protocol):
+    """Holds a handler's messages back while an upstream topic still has unread messages
+    published at or before them, then admits or rejects each (e.g. by its tenant's status)."""
+
+    #: the logical topic waited for; the engine must consume it too
+    upstream: str
+
+    def judge(
+        self, conn: Connection, envelopes: Sequence[Envelope], horizon_ms: int | None
+    ) -> tuple[list[Envelope], list[Envelope], list[Rejected]]:
+        """(admitted, waiting, rejected) of one tenant's messages, in its transaction.
+        ``horizon_ms``: the publish time of the earliest unread upstream message (None: none)."""
+        ...
 
 
 class Handler(Protocol):
     """Applies one topic's messages for one tenant inside that tenant's transaction."""
 
-    topic: str
-    #: the engine refuses messages of unknown or disabled tenants before calling apply
-    requires_active_tenant: bool
+    topic: str  # logical
+    gate: Gate | None
 
     def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The row ``apply`` will write for this message (``Envelope.row``), or None. Called when
@@ -105,16 +124,5 @@ class Handler(Protocol):
         ...
 
     def apply(
-        self,
-        conn: psycopg.Connection[Any],
-        tenant_id: uuid.UUID,
-        batch: list[Envelope],
-        ctx: ApplyContext,
+        self, conn: Connection, tenant_id: uuid.UUID, batch: list[Envelope]
     ) -> ApplyResult: ...
-
-
-def tenant_status(conn: psycopg.Connection[Any]) -> str | None:
-    row = conn.execute(
-        "SELECT status FROM tenant WHERE tenant_id = leo_current_tenant()"
-    ).fetchone()
-    return None if row is None else str(row[0])

@@ -31,24 +31,26 @@ producers a fully caught-up partition can show a lag of a few offsets (commit ma
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
-if TYPE_CHECKING:
-    from leo_activation.engine.loop import BatchStats, Engine
+from leo_activation.engine.stats import BatchStats
 
 LAG_REFRESH_S = 5.0
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# (logical topic, partition, lag) per partition assigned to the process
+Lag = Callable[[], Iterable[tuple[str, int, int]]]
 
 
 class EngineMetrics:
-    """The metrics of one engine, in a registry of their own (so tests can make several)."""
+    """The metrics of one engine, in a registry of their own (so tests can make several); fed by
+    the engine's ``on_batch``, ``on_retry`` and ``on_idle`` callbacks and by a ``lag`` reader."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, topics: Sequence[str], registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         if registry is None:
             ProcessCollector(registry=self.registry)  # process_resident_memory_bytes etc.
@@ -90,37 +92,16 @@ class EngineMetrics:
         )  # fmt: skip
         for kind in ("db", "kafka"):
             self.retries.labels(kind)  # export 0 before the first retry
-        self._engine: Engine | None = None
+        for topic in topics:
+            for counter in (self.consumed, self.applied, self.duplicate, self.dead_lettered):
+                counter.labels(topic)  # every topic's series exists from the start
+        self._lag: Lag | None = None
         self._lag_at = 0.0
         self._lag_labels: set[tuple[str, str]] = set()
 
-    # ------------------------------------------------------------------ wiring
-    def attach(self, engine: Engine) -> EngineMetrics:
-        """Hook into the engine's callbacks (chaining any already set)."""
-        self._engine = engine
-        previous_batch, previous_idle, previous_retry = (
-            engine.on_batch, engine.on_idle, engine.on_retry,
-        )  # fmt: skip
-        for topic in engine.logical_topics:
-            for counter in (self.consumed, self.applied, self.duplicate, self.dead_lettered):
-                counter.labels(topic)  # every topic's series exists from the start
-
-        def on_batch(stats: BatchStats) -> None:
-            self.observe_batch(stats)
-            if previous_batch is not None:
-                previous_batch(stats)
-
-        def on_idle() -> None:
-            self.refresh_lag()
-            if previous_idle is not None:
-                previous_idle()
-
-        def on_retry(kind: str) -> None:
-            self.retries.labels(kind).inc()
-            if previous_retry is not None:
-                previous_retry(kind)
-
-        engine.on_batch, engine.on_idle, engine.on_retry = on_batch, on_idle, on_retry
+    def watch(self, lag: Lag) -> EngineMetrics:
+        """Read per-partition lag from ``lag`` (e.g. ``Engine.lag``)."""
+        self._lag = lag
         return self
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> EngineMetrics:  # noqa: S104
@@ -143,34 +124,23 @@ class EngineMetrics:
         self.last_batch.set(time.time())
         self.refresh_lag()
 
+    def count_retry(self, kind: str) -> None:
+        self.retries.labels(kind).inc()
+
     def refresh_lag(self, *, force: bool = False) -> None:
         """Per assigned partition: cached high watermark - position (at most every few s)."""
         now = time.monotonic()
-        engine = self._engine
-        if engine is None or engine.consumer is None:
-            return
-        if not force and now - self._lag_at < LAG_REFRESH_S:
+        if self._lag is None or (not force and now - self._lag_at < LAG_REFRESH_S):
             return
         self._lag_at = now
+        seen: set[tuple[str, str]] = set()
         try:
-            seen = self._observe_lag(engine, engine.consumer)
+            for topic, partition, lag in self._lag():
+                labels = (topic, str(partition))
+                self.lag.labels(*labels).set(lag)
+                seen.add(labels)
         except KafkaException:
             return  # a rebalance or a broker blip; the next refresh will do
         for labels in self._lag_labels - seen:
             self.lag.remove(*labels)  # a partition this process no longer owns
         self._lag_labels = seen
-
-    def _observe_lag(self, engine: Engine, consumer: Consumer) -> set[tuple[str, str]]:
-        physical_to_logical = {engine.settings.topic(t): t for t in engine.logical_topics}
-        seen: set[tuple[str, str]] = set()
-        assignment = consumer.assignment()
-        if not assignment:
-            return seen
-        for tp in consumer.position(assignment):
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if tp.offset == OFFSET_INVALID or high is None or high < 0:
-                continue  # nothing fetched yet on this partition
-            labels = (physical_to_logical.get(tp.topic, tp.topic), str(tp.partition))
-            self.lag.labels(*labels).set(max(0, high - tp.offset))
-            seen.add(labels)
-        return seen

@@ -30,6 +30,7 @@ from confluent_kafka import KafkaException
 from psycopg import sql
 
 from leo_activation import db, ids
+from leo_activation.consumers import HANDLERS
 from leo_activation.engine.loop import Engine
 from leo_activation.errors import LeoError, UsageError
 from leo_activation.kafka import INPUT_TOPICS
@@ -244,8 +245,8 @@ def verify(
             output_prefix=output_prefix,
         )
         # One run over every input topic: traffic whose tenant registration is still unread
-        # waits for it (Engine._settle_unregistered), so the read order does not matter.
-        Engine(rebuild, group=group).run(until_idle=idle)
+        # waits for it (the consumers' tenancy gate), so the read order does not matter.
+        Engine(rebuild, HANDLERS, group=group).run(until_idle=idle)
         notes = _fairness(_offsets(settings, live_group), _offsets(settings, group))
         digest, difference = compare(admin_dsn, scratch_admin, tenant)
         return Outcome(digest, difference, notes)

@@ -20,6 +20,7 @@ from confluent_kafka import Message
 from leo_activation.codec import Codec
 from leo_activation.errors import PoisonMessage
 
+DEAD_LETTER_TOPIC = "dead-letters"  # logical
 HEADER_PREFIX = "leo.dlq."
 # key + value + headers of a dead letter, with room under message.max.bytes (1,000,000) and the
 # topic's max.message.bytes (1,048,588) for the record batch's own framing

@@ -1,0 +1,181 @@
+"""Step 3 of a batch: one database transaction per tenant, as the application role with the
+tenant set for the transaction only, in which each topic's handler applies its messages
+set-based. A transient database fault is retried with backoff (never dead-lettered); a data
+error is narrowed down, by halving the tenant's batch, to the message that caused it, which is
+rejected alone. Nothing here touches Kafka."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from leo_activation import db
+from leo_activation.engine.handler import (
+    AfterCommit,
+    ApplyResult,
+    Connection,
+    Envelope,
+    FollowUp,
+    Handler,
+)
+from leo_activation.engine.stats import Counts
+from leo_activation.errors import LeoError, PoisonMessage, first_line
+from leo_activation.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Applied(ApplyResult):
+    """An ApplyResult with each topic's share of applied and duplicates."""
+
+    by_topic: defaultdict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
+
+    def add(self, topic: str, part: ApplyResult) -> None:
+        self.merge(part)
+        counts = self.by_topic[topic]
+        counts.applied += part.applied
+        counts.duplicates += part.duplicates
+
+    def merge(self, other: ApplyResult) -> None:
+        super().merge(other)
+        if isinstance(other, Applied):
+            for topic, counts in other.by_topic.items():
+                self.by_topic[topic].add(counts)
+
+
+class TenantApplier:
+    """Applies decoded envelopes through ``handlers`` (in their order within a tenant's
+    transaction), on a connection of its own, retrying while the database is unavailable."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        handlers: Sequence[Handler],
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.handlers = list(handlers)
+        self.on_retry = on_retry
+        self.stopping = False
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def apply(
+        self,
+        by_tenant: Mapping[uuid.UUID, list[Envelope]],
+        horizons: Mapping[str, int | None] | None = None,
+    ) -> Applied:
+        """Apply, one transaction per tenant (in tenant-id order), then the follow-ups they asked
+        for (each in its own transaction). ``horizons``: per upstream topic, the publish time of
+        its earliest unread message (see ``Gate``)."""
+        result = Applied()
+        for tenant_id in sorted(by_tenant):
+            result.merge(self._apply_bisecting(tenant_id, by_tenant[tenant_id], horizons or {}))
+        for action in result.of(FollowUp):
+            self.with_retry(_in_transaction(action))
+        return result
+
+    def after_commit(self, result: ApplyResult) -> None:
+        """The database work of a batch whose Kafka transaction committed."""
+        for action in result.of(AfterCommit):
+            self.with_retry(_in_transaction(action))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _apply_bisecting(
+        self, tenant_id: uuid.UUID, batch: list[Envelope], horizons: Mapping[str, int | None]
+    ) -> Applied:
+        try:
+            return self.with_retry(
+                lambda conn: self._apply_tenant(conn, tenant_id, batch, horizons)
+            )
+        except psycopg.Error as exc:
+            if len(batch) == 1:
+                rejected = Applied()
+                rejected.rejected.append((batch[0], PoisonMessage("db_rejected", first_line(exc))))
+                return rejected
+            # a data error poisons only its own message: split until it is isolated
+            half = len(batch) // 2
+            left = self._apply_bisecting(tenant_id, batch[:half], horizons)
+            left.merge(self._apply_bisecting(tenant_id, batch[half:], horizons))
+            return left
+
+    def _apply_tenant(
+        self,
+        conn: Connection,
+        tenant_id: uuid.UUID,
+        batch: list[Envelope],
+        horizons: Mapping[str, int | None],
+    ) -> Applied:
+        result = Applied()
+        by_topic: dict[str, list[Envelope]] = defaultdict(list)
+        for envelope in batch:
+            by_topic[envelope.topic].append(envelope)
+        with db.tenant_transaction(conn, tenant_id):
+            for handler in self.handlers:
+                envelopes = by_topic.get(handler.topic)
+                if not envelopes:
+                    continue
+                if handler.gate is not None:
+                    horizon = horizons.get(handler.gate.upstream)
+                    envelopes, waiting, rejected = handler.gate.judge(conn, envelopes, horizon)
+                    result.waiting += waiting
+                    result.rejected += rejected
+                    if not envelopes:
+                        continue
+                result.add(handler.topic, handler.apply(conn, tenant_id, envelopes))
+        return result
+
+    def connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.settings.require_database())
+        return self._conn
+
+    def with_retry(self, work: Callable[[Connection], T]) -> T:
+        """``work`` on the connection, retried with backoff while the fault is transient."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("database unavailable (%s); retry %d", exc, state.attempt_number)
+            if self.on_retry is not None:
+                self.on_retry("db")
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
+                self._conn = None
+
+        for attempt in Retrying(
+            retry=retry_if_exception(db.is_transient),
+            wait=wait_exponential_jitter(multiplier=0.2, max=10),
+            stop=stop_never,
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                if self.stopping and attempt.retry_state.attempt_number > 1:
+                    raise LeoError("stopping while the database is unavailable; nothing committed")
+                return work(self.connection())
+        raise AssertionError("unreachable")
+
+
+def _in_transaction(action: Callable[[Connection], None]) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        with conn.transaction():
+            action(conn)
+
+    return run

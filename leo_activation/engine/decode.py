@@ -1,0 +1,104 @@
+"""Step 2 of a batch: Kafka messages -> validated envelopes grouped by tenant, and dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+from leo_activation import contracts
+from leo_activation.codec import Codec
+from leo_activation.engine.handler import Envelope, Handler
+from leo_activation.errors import LeoError, PoisonMessage
+
+CORRELATION_HEADER = "leo.correlation_id"
+Coords = tuple[str, int, int]  # topic, partition, offset
+
+
+@dataclass(frozen=True)
+class Dead:
+    """A message on its way to the dead-letter topic."""
+
+    msg: Message
+    topic: str  # logical
+    error: PoisonMessage
+    tenant: str | None
+    correlation_id: str | None
+
+
+@dataclass
+class Polled:
+    """A polled batch after step 2: its envelopes by tenant, and what is already dead."""
+
+    messages: list[Message]
+    by_tenant: dict[uuid.UUID, list[Envelope]]
+    dead: list[Dead]
+    raw: dict[Coords, Message]  # (logical topic, partition, offset) -> message
+
+    def message(self, e: Envelope) -> Message:
+        return self.raw[(e.topic, e.partition, e.offset)]
+
+
+class Decoder:
+    """Decodes and validates messages of the physical topics in ``logical_by_physical``."""
+
+    def __init__(
+        self, codec: Codec, handlers: Sequence[Handler], logical_by_physical: Mapping[str, str]
+    ) -> None:
+        self.codec = codec
+        self.handler_by_topic = {h.topic: h for h in handlers}
+        self.logical_by_physical = dict(logical_by_physical)
+
+    def decode(self, logical: str, msg: Message) -> Envelope:
+        """Decode and validate one message (raises PoisonMessage)."""
+        kind, record = self.codec.decode(logical, msg.value())
+        json_fields = contracts.validate(kind, record)
+        tenant = record.get("tenant_id")
+        if tenant is None:
+            raise PoisonMessage("missing_tenant", "tenant_id is missing")
+        envelope = Envelope(
+            topic=logical,
+            partition=int(msg.partition() or 0),
+            offset=int(msg.offset() or 0),
+            key=msg.key(),
+            kind=kind,
+            record=record,
+            tenant_id=tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(str(tenant)),
+            correlation_id=record.get("correlation_id") or header_correlation(msg) or None,
+            published_ms=timestamp_ms(msg),
+        )
+        handler = self.handler_by_topic.get(logical)
+        row = None if handler is None else handler.prepare(envelope, json_fields)
+        return envelope if row is None else envelope._replace(row=row)
+
+    def decode_batch(self, messages: list[Message]) -> Polled:
+        by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
+        dead: list[Dead] = []
+        raw: dict[Coords, Message] = {}
+        for msg in messages:
+            if msg.error() is not None:
+                raise LeoError(f"Kafka consumer error: {msg.error()}")
+            logical = self.logical_by_physical[str(msg.topic())]
+            try:
+                envelope = self.decode(logical, msg)
+            except PoisonMessage as poison:
+                dead.append(Dead(msg, logical, poison, None, header_correlation(msg)))
+                continue
+            raw[(logical, envelope.partition, envelope.offset)] = msg
+            by_tenant[envelope.tenant_id].append(envelope)
+        return Polled(messages, by_tenant, dead, raw)
+
+
+def header_correlation(msg: Message) -> str | None:
+    value = dict(msg.headers() or []).get(CORRELATION_HEADER)
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def timestamp_ms(msg: Message) -> int:
+    kind, value = msg.timestamp()
+    return int(value) if kind != TIMESTAMP_NOT_AVAILABLE else 0

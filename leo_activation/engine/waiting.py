@@ -1,0 +1,188 @@
+"""Messages that wait: a gated handler's messages published at or after the earliest unread
+upstream message are read and judged again later. Their partitions are paused at the first
+waiting offset so that the upstream topic keeps flowing, and resumed once upstream messages were
+applied, or when nothing else is left to read. Behind a waiting offset, what was settled already
+is read again: that is neither consumption nor duplication, and is skipped."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from leo_activation.engine.decode import Coords, Polled, timestamp_ms
+from leo_activation.engine.handler import Handler
+from leo_activation.engine.stats import BatchStats
+from leo_activation.kafka import reader
+from leo_activation.settings import Settings
+
+log = logging.getLogger(__name__)
+PROBE_TIMEOUT_S = 10.0
+Partition = tuple[str, int]  # physical topic, partition
+
+
+class Waiting:
+    """What this assignment knows of waiting partitions; a rebalance forgets it (the next read
+    is a replay from the committed offsets)."""
+
+    def __init__(self, settings: Settings, handlers: Sequence[Handler]) -> None:
+        self.settings = settings
+        # logical upstream topic -> the logical topics whose messages wait for it
+        self.gated: dict[str, set[str]] = {}
+        for h in handlers:
+            if h.gate is not None:
+                self.gated.setdefault(h.gate.upstream, set()).add(h.topic)
+        self.paused: dict[Partition, int] = {}  # partition -> first waiting offset
+        # per partition, the offset after the highest one read and settled
+        self.seen: dict[Partition, int] = {}
+        self.deferred: set[Coords] = set()  # physical coordinates read again and settled later
+        self._first_ms: dict[tuple[str, int, int], int] = {}  # upstream message -> its timestamp
+
+    def forget(self) -> None:
+        self.paused, self.seen, self.deferred = {}, {}, set()
+
+    # ------------------------------------------------------------------ pausing
+    def pause(self, consumer: Consumer, waiting: dict[Partition, int]) -> None:
+        partitions = [TopicPartition(t, p, o) for (t, p), o in sorted(waiting.items())]
+        consumer.pause(partitions)
+        for tp in partitions:  # also drops what was fetched past it
+            consumer.seek(tp)
+        self.paused.update(waiting)
+        log.info("paused %d partitions waiting for upstream messages", len(partitions))
+
+    def resume(self, consumer: Consumer) -> None:
+        partitions = [TopicPartition(t, p, o) for (t, p), o in sorted(self.paused.items())]
+        self.paused = {}
+        consumer.resume(partitions)
+
+    def upstream_applied(self, messages: Sequence[Message]) -> bool:
+        """Whether ``messages`` (committed) hold upstream messages something may wait for."""
+        upstream = {self.settings.topic(t) for t in self.gated}
+        return any(str(m.topic()) in upstream for m in messages)
+
+    # ------------------------------------------------------------------ accounting
+    def settled(self, messages: Sequence[Message], deferred: set[Coords]) -> None:
+        """``messages`` were committed; ``deferred`` of them are read and settled again later."""
+        for m in messages:
+            key = partition_of(m)
+            self.seen[key] = max(self.seen.get(key, 0), int(m.offset() or 0) + 1)
+        self.deferred -= {coords(m) for m in messages}
+        self.deferred |= deferred
+
+    def count_reads(
+        self, stats: BatchStats, messages: Sequence[Message], logical_by_physical: Mapping[str, str]
+    ) -> None:
+        """Count ``messages`` as consumed (read for the first time) or resumed."""
+        for msg in messages:
+            counts = stats.topic(logical_by_physical[str(msg.topic())])
+            seen = self.seen.get(partition_of(msg))
+            if coords(msg) in self.deferred:
+                stats.resumed += 1
+                counts.resumed += 1
+            elif seen is None or int(msg.offset() or 0) >= seen:
+                stats.consumed += 1
+                counts.consumed += 1
+
+    def skip_reread(self, polled: Polled) -> int:
+        """Take out of ``polled`` what is read again behind a waiting offset though this
+        assignment settled it already (applied or judged a duplicate, its database transaction
+        and outputs committed); return how many."""
+        if not self.seen:
+            return 0
+
+        def again(m: Message) -> bool:
+            seen = self.seen.get(partition_of(m))
+            return (
+                seen is not None and int(m.offset() or 0) < seen and coords(m) not in self.deferred
+            )
+
+        skipped = 0
+        for tenant, envelopes in list(polled.by_tenant.items()):
+            kept = [e for e in envelopes if not again(polled.message(e))]
+            skipped += len(envelopes) - len(kept)
+            if kept:
+                polled.by_tenant[tenant] = kept
+            else:
+                del polled.by_tenant[tenant]
+        dead = [d for d in polled.dead if not again(d.msg)]
+        skipped += len(polled.dead) - len(dead)
+        polled.dead = dead
+        return skipped
+
+    # ------------------------------------------------------------------ horizons
+    def horizons(self, consumer: Consumer, polled: Polled) -> dict[str, int | None]:
+        """Per upstream topic that ``polled`` holds gated messages for, the Kafka timestamp of
+        its earliest message the group has not read yet (this batch's count as read: they are
+        applied first), or None if there is none. A partition whose committed offset is at its
+        high watermark costs no read."""
+        present = {e.topic for batch in polled.by_tenant.values() for e in batch}
+        return {
+            upstream: self._unread_before(consumer, polled, upstream)
+            for upstream, topics in self.gated.items()
+            if topics & present
+        }
+
+    def _unread_before(self, consumer: Consumer, polled: Polled, upstream: str) -> int | None:
+        topic = self.settings.topic(upstream)
+        read: dict[int, int] = {}
+        for m in polled.messages:
+            if str(m.topic()) == topic:
+                p = int(m.partition() or 0)
+                read[p] = max(read.get(p, 0), int(m.offset() or 0) + 1)
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        starts = []
+        for tp in consumer.committed(partitions, timeout=10):
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            start = max(tp.offset, low, read.get(tp.partition, 0))
+            if start < high:  # maybe only a transaction marker: look at what is readable
+                starts.append(TopicPartition(topic, tp.partition, start))
+        return self._first_readable_ms(starts) if starts else None
+
+    def _first_readable_ms(self, starts: list[TopicPartition]) -> int | None:
+        """The earliest timestamp among each partition's first readable message from ``starts``
+        (per partition, later messages are later); cached, since a message never changes."""
+        known = self._first_ms
+        found = [known[k] for k in map(_tp_coords, starts) if k in known]
+        todo = [tp for tp in starts if _tp_coords(tp) not in known]
+        if not todo:
+            return min(found, default=None)
+        probe = reader(self.settings, "probe")
+        try:
+            probe.assign(todo)
+            pending = {tp.partition: tp for tp in todo}
+            deadline = time.monotonic() + PROBE_TIMEOUT_S
+            while pending and time.monotonic() < deadline:
+                msg = probe.poll(0.2)
+                if msg is None:
+                    continue
+                partition = int(msg.partition() or 0)
+                if is_partition_eof(msg):  # only transaction markers: nothing unread there
+                    pending.pop(partition, None)
+                elif msg.error() is None and partition in pending:
+                    known[_tp_coords(pending.pop(partition))] = timestamp_ms(msg)
+                    found.append(timestamp_ms(msg))
+            if pending:  # could not tell in time: everything waits rather than be misjudged
+                return -(1 << 62)
+            return min(found, default=None)
+        finally:
+            probe.close()
+
+
+def is_partition_eof(msg: Message) -> bool:
+    err = msg.error()
+    return err is not None and err.code() == KafkaError._PARTITION_EOF
+
+
+def partition_of(msg: Message) -> Partition:
+    return str(msg.topic()), int(msg.partition() or 0)
+
+
+def coords(msg: Message) -> Coords:
+    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+
+
+def _tp_coords(tp: TopicPartition) -> tuple[str, int, int]:
+    return tp.topic, tp.partition, tp.offset
