@@ -98,10 +98,11 @@ def decode_only_rate(settings: Settings, topic: str, expected: int, group: str) 
             if first is None and batch:
                 first = time.perf_counter()
             for msg in batch:
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise RuntimeError(str(msg.error()))
+                    raise RuntimeError(str(error))
                 codec.decode(topic, msg.value())
                 count += 1
             last = time.perf_counter()
@@ -195,10 +196,11 @@ def naive_rate(
                 msg = consumer.poll(settings.batch_timeout_s)
                 if msg is None:
                     continue
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise RuntimeError(str(msg.error()))
+                    raise RuntimeError(str(error))
                 if first is None:
                     first = time.perf_counter()
                 kind, record = codec.decode(topic, msg.value())

@@ -312,13 +312,13 @@ def bench_snapshot(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
                 action(conn)
         tag_seconds = time.perf_counter() - started
         with db.tenant_transaction(conn, tenant):
-            row = conn.execute(
+            counts = conn.execute(
                 "SELECT member_count, (SELECT count(*) FROM cdp_profiles "
                 "WHERE snapshot_id = ANY (segment_snapshots)), "
                 "(SELECT count(*) FROM segment_snapshot_tag_pending) FROM segment_snapshot"
             ).fetchone()
-    if row is None or tuple(map(int, row)) != (n, n, 0):
-        raise AssertionError(f"snapshot not sealed and tagged with {n} members: {row}")
+    if counts is None or tuple(map(int, counts)) != (n, n, 0):
+        raise AssertionError(f"snapshot not sealed and tagged with {n} members: {counts}")
     report.add(
         "snapshot",
         f"seal a {n:,}-member snapshot (snapshots.seal_ready, app role)",

@@ -84,7 +84,7 @@ def _postgres_answers(url: str) -> Callable[[], bool]:
 def _docker_answers() -> bool:
     try:
         # Imported here: only machines that may have Docker need the client loaded.
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         client = docker.from_env(timeout=3)
         try:
