@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, Message
 from psycopg import sql
 
@@ -177,7 +178,7 @@ def naive_rate(
     topic: str,
     limit: int,
     group: str,
-    apply_one: Callable[[Any, Envelope], None],
+    apply_one: Callable[[psycopg.Connection[Any], Envelope], None],
 ) -> Rate:
     """A naive consumer: one message at a time, one database transaction (tenant set per
     transaction, as the application role) and one commit per message. Its offsets are stored
