@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
 from leo_activation.contracts import from_json
 from leo_activation.dev.corpus import Corpus
@@ -49,7 +49,7 @@ def drain(settings: Settings, group: str | None = None, idle: float = 2.0) -> li
     return batches
 
 
-def read_topic(settings: Settings, logical: str) -> list[Any]:
+def read_topic(settings: Settings, logical: str) -> list[Message]:
     """Every committed message on a topic (read_committed), from the beginning."""
     return read_to_end(settings, logical)
 

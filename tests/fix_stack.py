@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -99,7 +98,7 @@ def _docker_answers() -> bool:
 def _containers() -> Iterator[Endpoints]:
     from testcontainers.core.container import DockerContainer
 
-    kafka: Any = DockerContainer(KAFKA_IMAGE)
+    kafka = DockerContainer(KAFKA_IMAGE)
     host = kafka.get_container_host_ip()
     port = _free_port()
     # The advertised address must be known before the broker starts, so the host port is fixed.
@@ -120,7 +119,7 @@ def _containers() -> Iterator[Endpoints]:
         "KAFKA_NUM_PARTITIONS": "3",
     }.items():
         kafka.with_env(key, value)
-    postgres: Any = (
+    postgres = (
         DockerContainer(POSTGRES_IMAGE)
         .with_env("POSTGRES_PASSWORD", "postgres")
         .with_env("POSTGRES_DB", devstack.DATABASE)

@@ -90,7 +90,7 @@ def test_receipts_differing_only_in_correlation_id_are_two_facts_in_either_order
 
 
 # ------------------------------------------------------------------ CDP version reuse (finding 6)
-def _version_conflict_case(settings: Settings, *, one_batch: bool) -> tuple[str, list[Any]]:
+def _version_conflict_case(settings: Settings, *, one_batch: bool) -> tuple[str, list[Message]]:
     publish(settings, "commands", [register()])
     # the first and the reuse in one batch, or in two; then an exact repeat of the first
     if one_batch:
