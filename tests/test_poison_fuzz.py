@@ -69,7 +69,7 @@ def _text_schema(version: SchemaVersion) -> dict[str, Any]:
                                          for f in version.schema["fields"]]}  # fmt: skip
 
 
-json_texts = st.one_of(
+json_texts: st.SearchStrategy[str] = st.one_of(
     st.text(max_size=40),
     st.integers(DEPTH - 2, 40_000).map(lambda n: "[" * n + "]" * n),
     st.integers(DEPTH - 2, 20_000).map(lambda n: '{"a":' * n + "1" + "}" * n),
@@ -88,7 +88,7 @@ json_texts = st.one_of(
     st.integers(60_000, 70_000).map(lambda n: '{"k":"' + "x" * n + '"}'),
     st.dictionaries(st.text(max_size=5), st.integers()).map(json.dumps),
 )
-uuid_texts = st.one_of(
+uuid_texts: st.SearchStrategy[str] = st.one_of(
     st.uuids().map(str),
     st.text(max_size=40),
     st.sampled_from(["{12345678-1234-1234-1234-12345678901g}", "urn:uuid:nope", "", "-" * 36,

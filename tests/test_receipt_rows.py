@@ -15,8 +15,9 @@ from leo_activation import ids
 from leo_activation.consumers.receipts import receipt_row
 from leo_activation.engine.handler import Envelope
 
-text = st.text(max_size=40)  # any unicode, including quotes, backslashes and control characters
-json_values = st.recursive(
+# any unicode, including quotes, backslashes and control characters
+text: st.SearchStrategy[str] = st.text(max_size=40)
+json_values: st.SearchStrategy[object] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
     | text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
