@@ -1,4 +1,4 @@
-"""pytest plugin: the session's real Kafka and PostgreSQL (SPEC §5), and per-test topic isolation.
+"""pytest plugin: the session's real Kafka and PostgreSQL, and per-test topic isolation.
 
 Where the stack comes from, first match wins:
 1. ``LEO_KAFKA_BOOTSTRAP`` and ``LEO_ADMIN_DATABASE_URL`` in the environment (an external stack);

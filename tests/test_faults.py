@@ -1,5 +1,6 @@
-"""The fault battery (SPEC §7 recovery, §8): crashes, server restarts, poison and a stuck database,
-on the real broker and database, each judged by the state digest of a clean run.
+"""The fault battery: crashes, server restarts, poison and a stuck database, on the real broker
+and database, each judged by the state digest of a clean run (recovery is only right if it ends
+where an uninterrupted run ends).
 
 * SIGKILL a ``leo-activation consume`` process at random moments (seeded) while it works through
   a corpus of more than 50,000 messages on every input topic; restart it each time; the final

@@ -1,4 +1,4 @@
-"""No input can stop the consumer (SPEC §4): whatever bytes arrive, the engine's decode path
+"""No input can stop the consumer: whatever bytes arrive, the engine's decode path
 (codec, validation, the handler's prepare) either accepts them or raises PoisonMessage with a
 known error class and a one-line reason — never any other exception, which would stop the group
 on every restart."""

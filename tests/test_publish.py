@@ -1,4 +1,4 @@
-"""`leo-activation publish`: JSON Lines validated whole before anything is produced (SPEC §6)."""
+"""`leo-activation publish`: JSON Lines validated whole before anything is produced."""
 
 from __future__ import annotations
 

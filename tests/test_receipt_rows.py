@@ -26,7 +26,7 @@ json_values: st.SearchStrategy[object] = st.recursive(
 
 
 def reference_id(tenant: uuid.UUID, r: dict[str, Any]) -> uuid.UUID:
-    """The generic derivation the consumer shipped with (SPEC §4.1 ids)."""
+    """The generic derivation the consumer shipped with: ``ids.delivery_fact_id`` of the fact."""
     fact = {
         "fact": "receipt",
         "status": r["status"],
