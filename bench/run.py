@@ -1,8 +1,9 @@
-"""``python -m bench``: the SPEC §7 targets measured side by side in one run on one machine.
+"""``python -m bench``: the performance targets measured side by side in one run on one machine.
 
 Every figure that is compared is measured in the same run on the same rows: machines are noisy,
 so read the ratios, not the absolute numbers across runs. Sizes come from flags or ``LEO_BENCH_*``
-variables; ``--full`` uses the SPEC sizes (a million messages, a million-member snapshot).
+variables; ``--full`` uses the sizes the targets are stated for (a million messages, a
+million-member snapshot); docs/performance.md lists the targets.
 """
 
 from __future__ import annotations
@@ -264,9 +265,9 @@ def bench_snapshot(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     """Seal a snapshot of an N-member segment. Setup (as the owner, untimed): N profiles and N
     join changes COPYed in, one pending snapshot request at watermark N. Timed: the product's
     ``snapshots.seal_ready`` in one tenant transaction as the application role, with its commit
-    (the seal, against the SPEC target); then, timed separately, the follow-ups it returned (the
-    tagging of the members' ``cdp_profiles.segment_snapshots``), each in its own transaction as
-    the engine runs them."""
+    (the seal, the figure the target is about); then, timed separately, the follow-ups it
+    returned (the tagging of the members' ``cdp_profiles.segment_snapshots``), each in its own
+    transaction as the engine runs them."""
     n = int(sizes["snapshot"])
     tenant = gen.bench_tenants(3, 1)[0]
     database = env.fresh_database("snap")
@@ -516,7 +517,7 @@ def _env_size(name: str, default: float) -> float:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--full", action="store_true", help="SPEC sizes (1M messages; slow)")
+    p.add_argument("--full", action="store_true", help="the target sizes (1M messages; slow)")
     p.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="run only these sections")
     for key, default in QUICK.items():
         flag = "--" + key.replace("_", "-")
