@@ -1,1 +1,2 @@
-"""Benchmarks for SPEC §7: ``scripts/bench.sh`` or ``python -m bench --help``."""
+"""Benchmarks of the performance targets in docs/performance.md: ``scripts/bench.sh`` or
+``python -m bench --help``."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, Message
 from psycopg import sql
 
@@ -111,10 +112,11 @@ def decode_only_rate(settings: Settings, topic: str, expected: int, group: str) 
             if first is None and batch:
                 first = time.perf_counter()
             for msg in batch:
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise RuntimeError(str(msg.error()))
+                    raise RuntimeError(str(error))
                 codec.decode(topic, msg.value())
                 count += 1
             last = time.perf_counter()
@@ -189,7 +191,7 @@ def naive_rate(
     topic: str,
     limit: int,
     group: str,
-    apply_one: Callable[[Any, Envelope], None],
+    apply_one: Callable[[psycopg.Connection[Any], Envelope], None],
 ) -> Rate:
     """A naive consumer: one message at a time, one database transaction (tenant set per
     transaction, as the application role) and one commit per message. Its offsets are stored
@@ -208,10 +210,11 @@ def naive_rate(
                 msg = consumer.poll(settings.batch_timeout_s)
                 if msg is None:
                     continue
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise RuntimeError(str(msg.error()))
+                    raise RuntimeError(str(error))
                 if first is None:
                     first = time.perf_counter()
                 kind, record = codec.decode(topic, msg.value())

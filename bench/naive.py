@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from leo_activation.consumers.profile_changes import (
     MEMBERSHIP_COLUMNS,
     PROFILE_COLUMNS,
@@ -54,11 +56,11 @@ WHERE p.tenant_id = leo_current_tenant() AND p.profile_id = %s
 """
 
 
-def receipt(conn: Any, e: Envelope) -> None:
+def receipt(conn: psycopg.Connection[Any], e: Envelope) -> None:
     conn.execute(RECEIPT_INSERT, receipt_row(e, str(e.tenant_id)))
 
 
-def profile_change(conn: Any, e: Envelope) -> None:
+def profile_change(conn: psycopg.Connection[Any], e: Envelope) -> None:
     if e.kind == "profile_upsert":
         row = profile_row(e)
         conn.execute(PROFILE_UPSERT, row)

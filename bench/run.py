@@ -1,8 +1,9 @@
-"""``python -m bench``: the SPEC §7 targets measured side by side in one run on one machine.
+"""``python -m bench``: the performance targets measured side by side in one run on one machine.
 
 Every figure that is compared is measured in the same run on the same rows: machines are noisy,
 so read the ratios, not the absolute numbers across runs. Sizes come from flags or ``LEO_BENCH_*``
-variables; ``--full`` uses the SPEC sizes (a million messages, a million-member snapshot).
+variables; ``--full`` uses the sizes the targets are stated for (a million messages, a
+million-member snapshot); docs/performance.md lists the targets.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 from bench import gen, naive
 from bench.env import BenchEnv
@@ -47,7 +49,9 @@ REPO = Path(__file__).resolve().parent.parent
 VERSION_COLUMNS = ("tenant_id", "profile_id", "version", "content_hash", "ext_id", "email",
                    "mobile_number", "push_token", "occurred_at")  # fmt: skip
 
-QUICK = {
+Sizes = dict[str, float]  # section sizes by key; counts are whole, replay_scale is a factor
+
+QUICK: Sizes = {
     "receipts": 100_000,
     "profiles": 30_000,  # profiles per run (plus ~2 membership changes each)
     "naive": 2_000,
@@ -175,7 +179,7 @@ def _naive(
     topic: str,
     count: int,
     batch: int,
-    apply_one: Callable[[Any, Envelope], None],
+    apply_one: Callable[[psycopg.Connection[Any], Envelope], None],
 ) -> Rate:
     """The naive baseline on ``count`` messages of the section's topic, into its own database."""
     database = env.fresh_database(f"{label}_naive")
@@ -184,7 +188,7 @@ def _naive(
     return naive_rate(settings, topic, count, settings.group_id, apply_one)
 
 
-def bench_receipts(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+def bench_receipts(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     n, batch = int(sizes["receipts"]), int(sizes["batch"])
     tenants = gen.bench_tenants(1, 4)
     gen.self_check("receipts", gen.receipts(tenants, 100))
@@ -211,12 +215,12 @@ def bench_receipts(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
     _throughput_section(report, "receipts", e2e, decode=decode, copy=copy, naive_r=naive_r)
 
 
-def bench_profiles(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+def bench_profiles(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     batch = int(sizes["batch"])
     tenants = gen.bench_tenants(2, 4)
     per_tenant = max(1, int(sizes["profiles"]) // len(tenants))
 
-    def messages() -> Any:
+    def messages() -> Iterator[gen.Message]:
         return gen.profile_changes(tenants, per_tenant)
 
     gen.self_check("profile-changes", messages())
@@ -229,12 +233,13 @@ def bench_profiles(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
     copy_db = env.fresh_database("pc_copy")
     env.add_tenants(copy_db, tenants)
 
-    def envelopes(kind: str) -> Any:
+    def envelopes(kind: str) -> Iterator[Envelope]:
         for i, (k, rec) in enumerate(messages()):
             if k == kind:
                 yield Envelope("profile-changes", 0, i, None, k, rec, rec["tenant_id"], None)
 
-    def versions() -> Any:  # the append-only version history the handler also writes
+    # the append-only version history the handler also writes
+    def versions() -> Iterator[tuple[Any, ...]]:
         for row in map(profile_row, envelopes("profile_upsert")):
             yield (row[0], row[1], row[8], row[9], row[2], row[3], row[4], row[5], row[10])
 
@@ -255,13 +260,13 @@ def bench_profiles(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
     _throughput_section(report, "profile changes", e2e, decode=decode, copy=copy, naive_r=naive_r)
 
 
-def bench_snapshot(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+def bench_snapshot(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     """Seal a snapshot of an N-member segment. Setup (as the owner, untimed): N profiles and N
     join changes COPYed in, one pending snapshot request at watermark N. Timed: the product's
     ``snapshots.seal_ready`` in one tenant transaction as the application role, with its commit
-    (the seal, against the SPEC target); then, timed separately, the follow-ups it returned (the
-    tagging of the members' ``cdp_profiles.segment_snapshots``), each in its own transaction as
-    the engine runs them."""
+    (the seal, the figure the target is about); then, timed separately, the follow-ups it
+    returned (the tagging of the members' ``cdp_profiles.segment_snapshots``), each in its own
+    transaction as the engine runs them."""
     n = int(sizes["snapshot"])
     tenant = gen.bench_tenants(3, 1)[0]
     database = env.fresh_database("snap")
@@ -269,7 +274,7 @@ def bench_snapshot(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
     segment = "bench-segment"
     started = time.perf_counter()
 
-    def envelopes() -> Any:
+    def envelopes() -> Iterator[Envelope]:
         for kind, rec in gen.profile_changes([tenant], n, segments=1, join_rate=1.0, seed=5):
             yield Envelope("profile-changes", 0, 0, None, kind, rec, tenant, None)
 
@@ -309,13 +314,13 @@ def bench_snapshot(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None
                 action(conn)
         tag_seconds = time.perf_counter() - started
         with db.tenant_transaction(conn, tenant):
-            row = conn.execute(
+            counts = conn.execute(
                 "SELECT member_count, (SELECT count(*) FROM cdp_profiles "
                 "WHERE snapshot_id = ANY (segment_snapshots)), "
                 "(SELECT count(*) FROM segment_snapshot_tag_pending) FROM segment_snapshot"
             ).fetchone()
-    if row is None or tuple(map(int, row)) != (n, n, 0):
-        raise AssertionError(f"snapshot not sealed and tagged with {n} members: {row}")
+    if counts is None or tuple(map(int, counts)) != (n, n, 0):
+        raise AssertionError(f"snapshot not sealed and tagged with {n} members: {counts}")
     report.add(
         "snapshot",
         f"seal a {n:,}-member snapshot (snapshots.seal_ready, app role)",
@@ -344,7 +349,7 @@ def _replay_corpus(scale: float) -> corpus.Corpus:
     )
 
 
-def bench_replay(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+def bench_replay(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     started = time.perf_counter()
     c = _replay_corpus(float(sizes["replay_scale"]))
     prefix = env.prefix("rp")
@@ -446,7 +451,7 @@ def _consume_peak_rss(env: BenchEnv, backlog: int, batch: int) -> tuple[float, f
     return peak / (1 << 20), time.perf_counter() - started
 
 
-def bench_rss(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
+def bench_rss(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     batch = int(sizes["rss_batch"])
     small, small_s = _consume_peak_rss(env, 10 * batch, batch)
     large, large_s = _consume_peak_rss(env, 100 * batch, batch)
@@ -472,7 +477,7 @@ def bench_rss(env: BenchEnv, report: Report, sizes: dict[str, Any]) -> None:
     report.facts["memory"] = {"batch": batch, "rss_10x_mib": small, "rss_100x_mib": large}
 
 
-SECTIONS: dict[str, Callable[[BenchEnv, Report, dict[str, Any]], None]] = {
+SECTIONS: dict[str, Callable[[BenchEnv, Report, Sizes], None]] = {
     "receipts": bench_receipts,
     "profiles": bench_profiles,
     "snapshot": bench_snapshot,
@@ -502,14 +507,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _env_int(name: str, default: Any) -> Any:
+def _env_size(name: str, default: float) -> float:
     raw = os.environ.get(name)
     return type(default)(raw) if raw else default
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--full", action="store_true", help="SPEC sizes (1M messages; slow)")
+    p.add_argument("--full", action="store_true", help="the target sizes (1M messages; slow)")
     p.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="run only these sections")
     for key, default in QUICK.items():
         flag = "--" + key.replace("_", "-")
@@ -522,7 +527,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = FULL if args.full else QUICK
-    sizes = {k: _env_int(f"LEO_BENCH_{k.upper()}", v) for k, v in base.items()}
+    sizes = {k: _env_size(f"LEO_BENCH_{k.upper()}", v) for k, v in base.items()}
     sizes |= {k: getattr(args, k) for k in QUICK if getattr(args, k) is not None}
     endpoints = devstack.endpoints()
     env = BenchEnv(endpoints)

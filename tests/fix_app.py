@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
 from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
@@ -50,7 +50,7 @@ def drain(settings: Settings, group: str | None = None, idle: float = 2.0) -> li
     return batches
 
 
-def read_topic(settings: Settings, logical: str) -> list[Any]:
+def read_topic(settings: Settings, logical: str) -> list[Message]:
     """Every committed message on a topic (read_committed), from the beginning."""
     return read_to_end(settings, logical)
 

@@ -1,4 +1,4 @@
-"""pytest plugin: the session's real Kafka and PostgreSQL (SPEC §5), and per-test topic isolation.
+"""pytest plugin: the session's real Kafka and PostgreSQL, and per-test topic isolation.
 
 Where the stack comes from, first match wins:
 1. ``LEO_KAFKA_BOOTSTRAP`` and ``LEO_ADMIN_DATABASE_URL`` in the environment (an external stack);
@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -84,7 +83,7 @@ def _postgres_answers(url: str) -> Callable[[], bool]:
 def _docker_answers() -> bool:
     try:
         # Imported here: only machines that may have Docker need the client loaded.
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         client = docker.from_env(timeout=3)
         try:
@@ -99,7 +98,7 @@ def _docker_answers() -> bool:
 def _containers() -> Iterator[Endpoints]:
     from testcontainers.core.container import DockerContainer
 
-    kafka: Any = DockerContainer(KAFKA_IMAGE)
+    kafka = DockerContainer(KAFKA_IMAGE)
     host = kafka.get_container_host_ip()
     port = _free_port()
     # The advertised address must be known before the broker starts, so the host port is fixed.
@@ -120,7 +119,7 @@ def _containers() -> Iterator[Endpoints]:
         "KAFKA_NUM_PARTITIONS": "3",
     }.items():
         kafka.with_env(key, value)
-    postgres: Any = (
+    postgres = (
         DockerContainer(POSTGRES_IMAGE)
         .with_env("POSTGRES_PASSWORD", "postgres")
         .with_env("POSTGRES_DB", devstack.DATABASE)

@@ -1,4 +1,4 @@
-"""The activation commands and the dispatch fan-out on the real broker and database (issue 5).
+"""The activation commands and the dispatch fan-out on the real broker and database.
 
 Each test publishes a few tens of hand-written messages, drains them with the real engine and
 checks the rows, the delivery requests and the dead letters. The ids come from

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psycopg
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from leo_activation.dev import stack as devstack
 from leo_activation.dev.stack import Endpoints

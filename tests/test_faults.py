@@ -1,5 +1,6 @@
-"""The fault battery (SPEC §7 recovery, §8): crashes, server restarts, poison and a stuck database,
-on the real broker and database, each judged by the state digest of a clean run.
+"""The fault battery: crashes, server restarts, poison and a stuck database, on the real broker
+and database, each judged by the state digest of a clean run (recovery is only right if it ends
+where an uninterrupted run ends).
 
 * SIGKILL a ``leo-activation consume`` process at random moments (seeded) while it works through
   a corpus of more than 50,000 messages on every input topic; restart it each time; the final
@@ -26,15 +27,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Message, Producer
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, make_codec
@@ -328,7 +329,7 @@ NOW = datetime(2026, 1, 2, tzinfo=UTC)
 SQL_TEXT = "x'); DROP TABLE delivery_log; --"
 
 
-def _receipt(tenant: Any, **changes: Any) -> dict[str, Any]:
+def _receipt(tenant: uuid.UUID | str, **changes: Any) -> dict[str, Any]:
     record = {"tenant_id": tenant, "delivery_id": uuid.uuid4(), "provider": "sendgrid",
               "provider_message_id": "pm-1", "status": "sent", "occurred_at": NOW,
               "destination": "a@example.com", "channel": "email", "provider_response": "{}",
@@ -487,8 +488,8 @@ def publish_interleaved(
     coords: dict[str, tuple[str, int, int]] = {}
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
 
-    def delivered(name: str) -> Any:
-        def callback(err: Any, msg: Message) -> None:
+    def delivered(name: str) -> Callable[[KafkaError | None, Message], None]:
+        def callback(err: KafkaError | None, msg: Message) -> None:
             assert err is None, err
             coords[name] = (str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
 
@@ -532,7 +533,9 @@ def test_poison_is_dead_lettered_with_its_reason_and_the_rest_applied(
     by_coords = {}
     for letter in letters:
         _, record = codec.decode("dead-letters", letter.value())
-        headers = {k: v.decode() for k, v in letter.headers() or []}
+        # a consumed message's headers are (name, bytes) pairs; the stub also allows a dict
+        pairs = cast("list[tuple[str, bytes]]", letter.headers() or [])
+        headers = {k: v.decode() for k, v in pairs}
         assert headers[HEADER_PREFIX + "error.class"] == record["error_class"]
         assert headers[HEADER_PREFIX + "reason"] == record["reason"]
         assert record["reason"]

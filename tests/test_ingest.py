@@ -1,4 +1,4 @@
-"""The ingest path end to end on the real broker and database: replay, idempotency (SPEC §4.1-2)."""
+"""The ingest path end to end on the real broker and database: replay, idempotency."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operating it (issue 6): scaling with real consumer processes, SIGKILL and rebalance, metrics,
+"""Operating it: scaling with real consumer processes, SIGKILL and rebalance, metrics,
 replay after a lost database, verify, and the dead-letter tools, on the real broker and database.
 """
 

@@ -1,4 +1,4 @@
-"""No input can stop the consumer (SPEC §4): whatever bytes arrive, the engine's decode path
+"""No input can stop the consumer: whatever bytes arrive, the engine's decode path
 (codec, validation, the handler's prepare) either accepts them or raises PoisonMessage with a
 known error class and a one-line reason — never any other exception, which would stop the group
 on every restart."""
@@ -70,7 +70,7 @@ def _text_schema(version: SchemaVersion) -> dict[str, Any]:
                                          for f in version.schema["fields"]]}  # fmt: skip
 
 
-json_texts = st.one_of(
+json_texts: st.SearchStrategy[str] = st.one_of(
     st.text(max_size=40),
     st.integers(DEPTH - 2, 40_000).map(lambda n: "[" * n + "]" * n),
     st.integers(DEPTH - 2, 20_000).map(lambda n: '{"a":' * n + "1" + "}" * n),
@@ -89,7 +89,7 @@ json_texts = st.one_of(
     st.integers(60_000, 70_000).map(lambda n: '{"k":"' + "x" * n + '"}'),
     st.dictionaries(st.text(max_size=5), st.integers()).map(json.dumps),
 )
-uuid_texts = st.one_of(
+uuid_texts: st.SearchStrategy[str] = st.one_of(
     st.uuids().map(str),
     st.text(max_size=40),
     st.sampled_from(["{12345678-1234-1234-1234-12345678901g}", "urn:uuid:nope", "", "-" * 36,

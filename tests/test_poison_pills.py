@@ -1,6 +1,6 @@
 """Poison pills on the real broker: a message nobody here wrote is dead-lettered, once, with its
 class, and the consumer goes on; a dead letter always fits its topic; ``publish`` names every bad
-line in one line each (SPEC §4, §6)."""
+line in one line each."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ For random corpora (tenants, CDP profiles and memberships, campaigns, events, sn
 agent decisions, dispatches and receipts), any interleaving across topics and partitions that
 keeps per-key order (the only order Kafka promises), with random duplicates (redeliveries) and
 random batch boundaries, must give the digest and the dead letters of the same corpus applied
-in publish order (SPEC §4.1-4.3), tenant lifecycle commands (disable, enable, rename) included.
+in publish order, tenant lifecycle commands (disable, enable, rename) included.
 Messages go through the real codec and the engine's real decode and apply path
 against the real database; only the broker is left out, because its interleaving is exactly
 what the test must control.

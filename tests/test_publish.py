@@ -1,4 +1,4 @@
-"""`leo-activation publish`: JSON Lines validated whole before anything is produced (SPEC §6)."""
+"""`leo-activation publish`: JSON Lines validated whole before anything is produced."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def test_publish_produces_every_line_with_its_key(settings: Settings, tmp_path: 
     assert main(_args(settings, "publish", "--topic", "receipts", str(path))) == 0
     published = read_topic(settings, "receipts")
     assert len(published) == len(receipts)
-    keys = {m.key().decode() for m in published}
-    assert keys == {f"{r['tenant_id']}:{r['delivery_id']}" for r in receipts}
+    keys = {m.key() for m in published}
+    assert keys == {f"{r['tenant_id']}:{r['delivery_id']}".encode() for r in receipts}
 
 
 def test_a_bad_line_is_named_and_nothing_is_sent(

@@ -15,8 +15,9 @@ from leo_activation import ids
 from leo_activation.consumers.receipts import receipt_row
 from leo_activation.engine.handler import Envelope
 
-text = st.text(max_size=40)  # any unicode, including quotes, backslashes and control characters
-json_values = st.recursive(
+# any unicode, including quotes, backslashes and control characters
+text: st.SearchStrategy[str] = st.text(max_size=40)
+json_values: st.SearchStrategy[object] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
     | text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
@@ -25,7 +26,7 @@ json_values = st.recursive(
 
 
 def reference_id(tenant: uuid.UUID, r: dict[str, Any]) -> uuid.UUID:
-    """The generic derivation the consumer shipped with (SPEC §4.1 ids)."""
+    """The generic derivation the consumer shipped with: ``ids.delivery_fact_id`` of the fact."""
     fact = {
         "fact": "receipt",
         "status": r["status"],

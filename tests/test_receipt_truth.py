@@ -70,7 +70,7 @@ def dead_letters(settings: Settings) -> list[Message]:
     return [codec.decode("dead-letters", m.value())[1] for m in messages]
 
 
-# ------------------------------------------------------------------ receipt identity (finding 3)
+# ------------------------------------------------------------------ receipt identity
 def test_receipts_differing_only_in_correlation_id_are_two_facts_in_either_order(
     stack: Endpoints, db_template: str, topic_prefix: str
 ) -> None:
@@ -89,8 +89,8 @@ def test_receipts_differing_only_in_correlation_id_are_two_facts_in_either_order
     assert [c for _, c in rows[0]] == ["gw-a", "gw-b"]
 
 
-# ------------------------------------------------------------------ CDP version reuse (finding 6)
-def _version_conflict_case(settings: Settings, *, one_batch: bool) -> tuple[str, list[Any]]:
+# ------------------------------------------------------------------ CDP version reuse
+def _version_conflict_case(settings: Settings, *, one_batch: bool) -> tuple[str, list[Message]]:
     publish(settings, "commands", [register()])
     # the first and the reuse in one batch, or in two; then an exact repeat of the first
     if one_batch:
@@ -129,7 +129,7 @@ def test_a_reused_cdp_version_is_refused_within_one_batch_and_across_batches(
     assert together[0] == apart[0]
 
 
-# ------------------------------------------------------------------ status precedence (finding 7a)
+# ------------------------------------------------------------------ status precedence
 def test_a_bounce_after_delivered_is_the_current_status(settings: Settings) -> None:
     publish(settings, "commands", [register()])
     # the bounce is published first: arrival order must not matter, only provider time

@@ -1,4 +1,5 @@
-"""The schema's promises (SPEC §4.4, §4.5, §8 "RLS matrix"), checked against a real PostgreSQL.
+"""The schema's promises (tenant isolation for every table and view, the application role's
+limits, append-only history, migrations), checked against a real PostgreSQL.
 
 Everything runs as the application role unless a test says otherwise. The table lists come from
 the catalog, so a table added later without tenant isolation, or without seed rows here, fails.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
@@ -89,7 +89,9 @@ def publish(settings: Settings, topic: str, messages: list[Message]) -> None:
     publish_records(settings, topic, [from_json(topic, m) for m in messages])
 
 
-def fetch(settings: Settings, tenant: str, sql: Any, *params: Any) -> list[tuple[Any, ...]]:
+def fetch(
+    settings: Settings, tenant: str, sql: LiteralString, *params: Any
+) -> list[tuple[Any, ...]]:
     assert settings.database_url is not None
     with psycopg.connect(settings.database_url) as conn, tenant_tx(conn, tenant):
         return conn.execute(sql, params).fetchall()

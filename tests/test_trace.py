@@ -1,4 +1,4 @@
-"""The golden rule's five answers (SPEC §4.7): ``trace delivery`` / ``trace profile``, the analyst
+"""The golden rule's five answers (README): ``trace delivery`` / ``trace profile``, the analyst
 views of 0004_views.sql and the sample queries, on a database populated through the real broker.
 
 One module-scoped deployment (database + topics) is populated once: the activation corpus is
