@@ -66,6 +66,7 @@ from psycopg import sql
 
 from leo_activation import db, ids
 from leo_activation.engine.handler import AfterCommit, ApplyResult, Connection, Emit, Outgoing
+from leo_activation.producers.delivery_requests import delivery_request
 from leo_activation.resources import sql_text
 
 CHUNK = 10_000  # members per server-side fetch and per COPY
@@ -175,32 +176,7 @@ def _requests(tenant_id: uuid.UUID, d: ReadyDispatch, conn: Connection) -> Itera
         cur.execute(sql_text("queries/dispatch_requests.sql"), {"dispatch_id": d.dispatch_id})
         while chunk := cur.fetchmany(CHUNK):
             for delivery, profile_id, destination in chunk:
-                record = _request(tenant_id, d, delivery, profile_id, destination)
-                yield Outgoing("delivery-requests", "delivery_request", record)
-
-
-def _request(
-    tenant_id: uuid.UUID,
-    d: ReadyDispatch,
-    delivery: uuid.UUID,
-    profile_id: uuid.UUID,
-    destination: str,
-) -> dict[str, Any]:
-    """The DeliveryRequest record of one queued delivery."""
-    return {
-        "tenant_id": tenant_id,
-        "delivery_id": delivery,
-        "dispatch_id": d.dispatch_id,
-        "campaign_id": d.campaign_id,
-        "event_id": d.event_id,
-        "profile_id": profile_id,
-        "snapshot_id": d.snapshot_id,
-        "task_id": d.task_id,
-        "channel": d.channel,
-        "destination": destination,
-        "occurred_at": d.requested_at,
-        "correlation_id": d.correlation_id,
-    }
+                yield delivery_request(tenant_id, d, delivery, profile_id, destination)
 
 
 def _copy(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> None:
