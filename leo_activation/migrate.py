@@ -133,7 +133,7 @@ def _take_lock(conn: psycopg.Connection[Any], timeout_s: float) -> None:
     if try_lock():
         return
     holder = conn.execute(
-        sql_text("queries/migrate_lock_holder.sql"), {"key": MIGRATE_LOCK_KEY}
+        sql_text("queries/ops/migrate_lock_holder.sql"), {"key": MIGRATE_LOCK_KEY}
     ).fetchone()
     who = f" (server process {holder[0]})" if holder else ""
     log.warning(
@@ -175,7 +175,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _ensure_bookkeeping(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
-        conn.execute(sql_text("queries/migrate_bookkeeping.sql").encode())
+        conn.execute(sql_text("queries/ops/migrate_bookkeeping.sql").encode())
 
 
 def _recorded(conn: psycopg.Connection[Any]) -> dict[str, str]:

@@ -23,7 +23,7 @@ History = list[tuple[int | None, str]]  # (published ms, None: since ever; statu
 
 
 def history(conn: psycopg.Connection[Any]) -> History:
-    rows = conn.execute(sql_text("queries/tenant_lifecycle.sql")).fetchall()
+    rows = conn.execute(sql_text("queries/tenancy/lifecycle.sql")).fetchall()
     return [(None if ts is None else int(ts), str(status)) for ts, status in rows]
 
 
@@ -45,7 +45,7 @@ def record(
         "occurred_at": e.record["occurred_at"],
         "published_ms": e.published_ms,
     }
-    conn.execute(sql_text("queries/tenant_lifecycle_append.sql"), params)
+    conn.execute(sql_text("queries/tenancy/lifecycle_append.sql"), params)
 
 
 def judge(

@@ -317,7 +317,7 @@ def tenant_summary(settings: Settings, tenant_id: str) -> JsonObject:
         db.tenant_transaction(conn, tenant_id),
         conn.cursor(row_factory=dict_row) as cursor,
     ):
-        cursor.execute(sql_text("queries/samples/tenant_summary.sql"))
+        cursor.execute(sql_text("samples/tenant_summary.sql"))
         row = cursor.fetchone()
     return dict(row) if row else {"tenant_name": None, "profiles": 0, "snapshots": 0,
                                   "deliveries": 0, **dict.fromkeys(STATUS_COLUMNS, 0)}  # fmt: skip

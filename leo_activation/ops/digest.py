@@ -40,7 +40,7 @@ class StateTable:
 
 
 def state_tables(conn: psycopg.Connection[Any]) -> list[StateTable]:
-    rows = conn.execute(sql_text("queries/digest_tables.sql")).fetchall()
+    rows = conn.execute(sql_text("queries/ops/digest_tables.sql")).fetchall()
     return [
         StateTable(name, tuple(keys), tuple(c for c in cols if c not in PROVENANCE_COLUMNS))
         for name, keys, cols in rows
