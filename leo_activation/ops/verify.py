@@ -210,7 +210,7 @@ def _fairness(live: dict[tuple[str, int], int], rebuilt: dict[tuple[str, int], i
 def _schema_matches(live_dsn: str, scratch_dsn: str) -> None:
     def applied(dsn: str) -> list[tuple[str, str]]:
         with db.connect(dsn) as conn:
-            rows = conn.execute(sql_text("queries/ops/verify_migrations.sql")).fetchall()
+            rows = conn.execute(sql_text("queries/ops/applied_migrations.sql")).fetchall()
             return [(str(name), str(checksum)) for name, checksum in rows]
 
     if applied(live_dsn) != applied(scratch_dsn):
