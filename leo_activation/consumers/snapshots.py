@@ -62,7 +62,6 @@ def seal_ready(
         if arrived is None or arrived[0] != as_of:
             continue
         conn.execute(sql_text("queries/snapshots/members_table.sql"))
-        conn.execute("TRUNCATE snapshot_members")
         conn.execute(
             sql_text("queries/snapshots/compute_members.sql"),
             {"segment_key": segment_key, "as_of": as_of},

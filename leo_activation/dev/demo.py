@@ -304,7 +304,7 @@ def dead_letters_since(settings: Settings, codec: Codec, start: dict[int, int]) 
 def _check_schema(settings: Settings) -> None:
     try:
         with db.connect(settings.require_database()) as conn:
-            row = conn.execute("SELECT to_regclass('delivery_trace') IS NOT NULL").fetchone()
+            row = conn.execute(sql_text("queries/dev/schema_migrated.sql")).fetchone()
     except psycopg.Error as exc:
         raise LeoError(f"cannot reach the database: {trace._first_line(exc)}") from exc
     if not (row and row[0]):

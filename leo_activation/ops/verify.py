@@ -107,8 +107,7 @@ def first_difference(
 def _reading(conn: psycopg.Connection[Any], tenant: uuid.UUID) -> Iterator[None]:
     with db.tenant_transaction(conn, tenant):
         # the same text forms as digest.tenant_digest
-        conn.execute("SET LOCAL TimeZone = 'UTC'")
-        conn.execute("SET LOCAL extra_float_digits = 1")
+        conn.execute(sql_text("queries/ops/canonical_text_settings.sql"))
         yield
 
 
