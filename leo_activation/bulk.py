@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from leo_activation.resources import sql_text
+
 
 def stage(
     conn: psycopg.Connection[Any],
@@ -22,13 +24,10 @@ def stage(
 ) -> str:
     """COPY ``rows`` into ``stage_<like_table>`` (emptied at commit); returns the stage's name."""
     stage_name = f"stage_{like_table}"
-    # One round trip (no parameters: the simple query protocol takes both statements). The stage
-    # is emptied at every commit; the TRUNCATE covers a second stage() in the same transaction.
     conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {0} (LIKE {1} INCLUDING DEFAULTS) "
-            "ON COMMIT DELETE ROWS; TRUNCATE {0}"
-        ).format(sql.Identifier(stage_name), sql.Identifier(like_table))
+        sql.SQL(sql_text("queries/bulk/stage_table.sql")).format(
+            sql.Identifier(stage_name), sql.Identifier(like_table)
+        )
     )
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(stage_name), sql.SQL(", ").join(map(sql.Identifier, columns))

@@ -17,12 +17,10 @@ import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
+from leo_activation.resources import sql_text
+
 APPLICATION_NAME = "leo-activation"
 CONNECT_TIMEOUT_S = 10
-TENANT_SETTING = "app.current_tenant_id"
-
-_SET_TENANT = "SELECT set_config('app.current_tenant_id', %s, true)"
-_GET_TENANT = "SELECT current_setting('app.current_tenant_id', true)"
 
 # SQLSTATEs that say "try again later", not "this input can never be applied".
 _TRANSIENT_SQLSTATES = frozenset(
@@ -96,15 +94,19 @@ def tenant_transaction(
     tenant = canonical_tenant(tenant_id)
     if conn.info.transaction_status == TransactionStatus.IDLE:
         with conn.transaction():
-            conn.execute(_SET_TENANT, (tenant,))
+            _set_tenant(conn, tenant)
             yield conn
         return
-    row = conn.execute(_GET_TENANT).fetchone()
+    row = conn.execute(sql_text("queries/tenancy/get_context.sql")).fetchone()
     previous = "" if row is None or row[0] is None else str(row[0])
     with conn.transaction():
-        conn.execute(_SET_TENANT, (tenant,))
+        _set_tenant(conn, tenant)
         yield conn
-    conn.execute(_SET_TENANT, (previous,))
+    _set_tenant(conn, previous)
+
+
+def _set_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
+    conn.execute(sql_text("queries/tenancy/set_context.sql"), {"tenant": tenant})
 
 
 def is_transient(exc: BaseException) -> bool:

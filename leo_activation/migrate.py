@@ -104,7 +104,7 @@ def migrate(
     migrations = discover(migrations_dir)
     applied: list[str] = []
     with connect(admin_dsn, autocommit=True, application_name="leo-activation migrate") as conn:
-        conn.execute("SET client_min_messages = warning")
+        conn.execute(sql_text("queries/ops/migrate_session.sql"))
         _take_lock(conn, lock_timeout_s)
         try:
             _ensure_bookkeeping(conn)
@@ -119,7 +119,7 @@ def migrate(
         finally:
             # Closing the session releases the lock too; never mask the error that got us here.
             with contextlib.suppress(psycopg.Error):
-                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_KEY,))
+                conn.execute(sql_text("queries/ops/migrate_unlock.sql"), {"key": MIGRATE_LOCK_KEY})
     return applied
 
 
@@ -127,13 +127,15 @@ def _take_lock(conn: psycopg.Connection[Any], timeout_s: float) -> None:
     """The migration lock, waiting at most ``timeout_s`` for a run that holds it (said once)."""
 
     def try_lock() -> bool:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_KEY,)).fetchone()
+        row = conn.execute(
+            sql_text("queries/ops/migrate_lock.sql"), {"key": MIGRATE_LOCK_KEY}
+        ).fetchone()
         return bool(row and row[0])
 
     if try_lock():
         return
     holder = conn.execute(
-        sql_text("queries/migrate_lock_holder.sql"), {"key": MIGRATE_LOCK_KEY}
+        sql_text("queries/ops/migrate_lock_holder.sql"), {"key": MIGRATE_LOCK_KEY}
     ).fetchone()
     who = f" (server process {holder[0]})" if holder else ""
     log.warning(
@@ -155,12 +157,11 @@ def _take_lock(conn: psycopg.Connection[Any], timeout_s: float) -> None:
 def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
     try:
         with conn.transaction():
-            # search_path pinned: objects land in public whatever the admin role's own says.
-            conn.execute("SET LOCAL search_path = public")
+            conn.execute(sql_text("queries/ops/migrate_search_path.sql"))
             conn.execute(migration.text())
             conn.execute(
-                "INSERT INTO leo_meta.leo_schema_migrations (name, checksum) VALUES (%s, %s)",
-                (migration.name, migration.checksum),
+                sql_text("queries/ops/migrate_record.sql"),
+                {"name": migration.name, "checksum": migration.checksum},
             )
     except psycopg.DatabaseError as exc:
         raise LeoError(
@@ -175,11 +176,11 @@ def _first_line(exc: BaseException) -> str:
 
 def _ensure_bookkeeping(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
-        conn.execute(sql_text("queries/migrate_bookkeeping.sql").encode())
+        conn.execute(sql_text("queries/ops/migrate_bookkeeping.sql").encode())
 
 
 def _recorded(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    rows = conn.execute("SELECT name, checksum FROM leo_meta.leo_schema_migrations").fetchall()
+    rows = conn.execute(sql_text("queries/ops/applied_migrations.sql")).fetchall()
     return {str(name): str(checksum) for name, checksum in rows}
 
 
@@ -239,7 +240,7 @@ def ensure_app_role(conn: psycopg.Connection[Any], app_dsn: str) -> str:
 
 
 def _ensure_app_role_once(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:
-    row = conn.execute("SELECT current_user, current_database()").fetchone()
+    row = conn.execute(sql_text("queries/ops/migrate_owner.sql")).fetchone()
     assert row is not None
     owner, database = str(row[0]), str(row[1])
     if role == owner:
@@ -271,9 +272,8 @@ def _ensure_app_role_once(conn: psycopg.Connection[Any], role: str, password: st
         )
     )
     owned = conn.execute(
-        "SELECT count(*) FROM pg_class WHERE relowner IN "
-        "(SELECT oid FROM pg_roles WHERE rolname IN (%s, %s))",
-        (role, APPLICATION_GROUP),
+        sql_text("queries/ops/migrate_app_role_owned.sql"),
+        {"role": role, "group": APPLICATION_GROUP},
     ).fetchone()
     if owned is not None and owned[0]:
         raise LeoError(

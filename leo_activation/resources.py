@@ -27,7 +27,7 @@ def sql_dir() -> Path:
 
 @cache
 def sql_text(relative: str) -> LiteralString:
-    """The text of one file under sql/, e.g. ``queries/receipts_insert.sql``.
+    """The text of one file under sql/, e.g. ``queries/receipts/insert.sql``.
 
     Typed as a literal: these files ship with the package and are never built from input."""
     text: LiteralString = (sql_dir() / relative).read_text(encoding="utf-8")

@@ -34,7 +34,7 @@ from tests.fix_stack import delete_prefixed_topics
 
 SEED = 11
 FIVE = ("why", "what", "to_whom", "who_decided", "what_happened")
-SAMPLES = sorted((sql_dir() / "queries" / "samples").glob("*.sql"))
+SAMPLES = sorted((sql_dir() / "samples").glob("*.sql"))
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def test_sample_query_runs_as_the_application_in_a_tenant(activated: Activated, 
 
 
 def test_late_receipt_is_visible_to_the_operations_sample(activated: Activated) -> None:
-    path = sql_dir() / "queries" / "samples" / "late_and_out_of_order_receipts.sql"
+    path = sql_dir() / "samples" / "late_and_out_of_order_receipts.sql"
     assert activated.settings.database_url is not None
     with (
         connect(activated.settings.database_url) as conn,

@@ -40,7 +40,7 @@ def _changed(n: int) -> ApplyResult:
 
 def tenant_register(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     params = {"tenant_name": e.record["tenant_name"], "occurred_at": e.record["occurred_at"]}
-    registered = conn.execute(sql_text("queries/tenant_register.sql"), params).rowcount
+    registered = conn.execute(sql_text("queries/tenancy/register.sql"), params).rowcount
     if registered:
         tenancy.record(conn, e, "active")
     return _changed(registered)
@@ -53,7 +53,7 @@ def _tenant_update(
     if previous is None:
         raise PoisonMessage("unknown_tenant", f"tenant {e.tenant_id} is not registered")
     params = {"tenant_name": name, "status": status, "occurred_at": e.record["occurred_at"]}
-    changed = conn.execute(sql_text("queries/tenant_update.sql"), params).rowcount
+    changed = conn.execute(sql_text("queries/tenancy/update.sql"), params).rowcount
     if changed and status is not None and status != previous:
         tenancy.record(conn, e, status, previous)
     return _changed(changed)
@@ -76,7 +76,7 @@ def snapshot_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     snapshot = ids.snapshot_id(e.tenant_id, r["segment_key"], r["as_of_sequence"])
     params = {**r, "snapshot_id": snapshot}
     result = _changed(
-        conn.execute(sql_text("queries/snapshot_request_insert.sql"), params).rowcount
+        conn.execute(sql_text("queries/snapshots/request_insert.sql"), params).rowcount
     )
     result.merge(snapshots.seal_ready(conn, e.tenant_id, [r["segment_key"]]))
     return result
@@ -104,7 +104,7 @@ def _references(
         "snapshot_id": snapshot_id,
         "task_id": task_id,
     }
-    row = conn.execute(sql_text("queries/command_references.sql"), params).fetchone()
+    row = conn.execute(sql_text("queries/commands/references.sql"), params).fetchone()
     assert row is not None
     return tuple(row)
 
@@ -129,7 +129,7 @@ def campaign_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     _check_period(f"campaign {r['campaign_code']}", r)
     params = {**r, "campaign_id": ids.campaign_id(e.tenant_id, r["campaign_code"])}
-    if not conn.execute(sql_text("queries/campaign_upsert.sql"), params).rowcount:
+    if not conn.execute(sql_text("queries/commands/campaign_upsert.sql"), params).rowcount:
         return ApplyResult(duplicates=1)  # not newer: a no-op, the status it states included
     _campaign_status(conn, params)
     return ApplyResult(applied=1)
@@ -144,9 +144,11 @@ def campaign_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyR
 
 
 def _campaign_status(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> int:
-    recorded = conn.execute(sql_text("queries/campaign_status_record.sql"), params).rowcount
+    recorded = conn.execute(
+        sql_text("queries/commands/campaign_status_record.sql"), params
+    ).rowcount
     if recorded:
-        conn.execute(sql_text("queries/campaign_status_refresh.sql"), params)
+        conn.execute(sql_text("queries/commands/campaign_status_refresh.sql"), params)
     return recorded
 
 
@@ -168,7 +170,7 @@ def event_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
         "event_id": ids.event_id(e.tenant_id, code, key),
         "embedding": _embedding_text(r.get("embedding")),
     }
-    if not conn.execute(sql_text("queries/event_upsert.sql"), params).rowcount:
+    if not conn.execute(sql_text("queries/commands/event_upsert.sql"), params).rowcount:
         return ApplyResult(duplicates=1)  # not newer: a no-op, the status it states included
     _event_status(conn, params)
     return ApplyResult(applied=1)
@@ -184,9 +186,9 @@ def event_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResu
 
 
 def _event_status(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> int:
-    recorded = conn.execute(sql_text("queries/event_status_record.sql"), params).rowcount
+    recorded = conn.execute(sql_text("queries/commands/event_status_record.sql"), params).rowcount
     if recorded:
-        conn.execute(sql_text("queries/event_status_refresh.sql"), params)
+        conn.execute(sql_text("queries/commands/event_status_refresh.sql"), params)
     return recorded
 
 
@@ -219,9 +221,11 @@ def agent_task_record(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult
         "snapshot_id": snapshot,
         "correlation_id": e.correlation_id,
     }
-    if conn.execute(sql_text("queries/agent_task_insert.sql"), params).rowcount:
+    if conn.execute(sql_text("queries/commands/agent_task_insert.sql"), params).rowcount:
         return ApplyResult(applied=1)
-    _same_or_conflict(conn, "queries/agent_task_same.sql", params, f"agent task {r['task_key']}")
+    _same_or_conflict(
+        conn, "queries/commands/agent_task_same.sql", params, f"agent task {r['task_key']}"
+    )
     return ApplyResult(duplicates=1)
 
 
@@ -231,10 +235,10 @@ def agent_task_status_change(conn: psycopg.Connection[Any], e: Envelope) -> Appl
     if not _references(conn, task_id=task)[3]:
         _require("agent task status change", [f"agent task {r['task_key']}"])
     params = {**r, "task_id": task, "correlation_id": e.correlation_id}
-    if conn.execute(sql_text("queries/agent_task_status_insert.sql"), params).rowcount:
+    if conn.execute(sql_text("queries/commands/agent_task_status_insert.sql"), params).rowcount:
         return ApplyResult(applied=1)
     what = f"agent task {r['task_key']} status {r['status']} at {r['occurred_at']}"
-    _same_or_conflict(conn, "queries/agent_task_status_same.sql", params, what)
+    _same_or_conflict(conn, "queries/commands/agent_task_status_same.sql", params, what)
     return ApplyResult(duplicates=1)
 
 
@@ -288,9 +292,9 @@ def dispatch_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
         "task_id": task,
         "correlation_id": e.correlation_id,
     }
-    inserted = conn.execute(sql_text("queries/dispatch_insert.sql"), params).rowcount
+    inserted = conn.execute(sql_text("queries/dispatch/insert.sql"), params).rowcount
     if not inserted:
-        _same_or_conflict(conn, "queries/dispatch_same.sql", params, what)
+        _same_or_conflict(conn, "queries/dispatch/same.sql", params, what)
     # A re-dispatch of a dispatch still waiting re-checks it too: that is how a fan-out whose
     # post-commit mark was lost in a crash is emitted again (same delivery ids).
     result = ApplyResult(applied=1) if inserted else ApplyResult(duplicates=1)

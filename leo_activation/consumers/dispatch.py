@@ -1,7 +1,7 @@
 """Dispatch fan-out: one delivery per member of a sealed snapshot, deterministic and exactly-once.
 
 **When.** A dispatch fans out once its snapshot is sealed AND every member's pinned profile
-version has arrived. Three triggers re-check that, set-based (``dispatch_ready.sql``): the
+version has arrived. Three triggers re-check that, set-based (``dispatch/ready.sql``): the
 dispatch command itself (:mod:`leo_activation.consumers.commands`), the seal of its snapshot
 (:func:`fan_out_waiting`, called by :mod:`leo_activation.consumers.snapshots`), and the arrival
 of a profile version some waiting dispatch's member pinned
@@ -80,7 +80,7 @@ DELIVERY_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class ReadyDispatch:
-    """A dispatch that can fan out now, with everything its fan-out needs (dispatch_ready.sql)."""
+    """A dispatch that can fan out now, with everything its fan-out needs (dispatch/ready.sql)."""
 
     dispatch_id: uuid.UUID
     event_id: uuid.UUID
@@ -103,7 +103,7 @@ def fan_out_waiting(
 ) -> ApplyResult:
     """Fan out every dispatch that was waiting for ``snapshot_id`` to seal (and is now ready)."""
     rows = conn.execute(
-        sql_text("queries/dispatch_waiting_on_snapshot.sql"), {"snapshot_id": snapshot_id}
+        sql_text("queries/dispatch/waiting_on_snapshot.sql"), {"snapshot_id": snapshot_id}
     ).fetchall()
     if not rows:
         return ApplyResult()
@@ -121,11 +121,11 @@ def fan_out(
     post-commit action that marks the emitted dispatches ``fanned_out``.
     """
     result = ApplyResult()
-    conn.execute(sql_text("queries/dispatch_scratch_tables.sql"))
+    conn.execute(sql_text("queries/dispatch/scratch_tables.sql"))
     ready = [
         ReadyDispatch(*row)
         for row in conn.execute(
-            sql_text("queries/dispatch_ready.sql"), {"dispatch_ids": list(dispatch_ids)}
+            sql_text("queries/dispatch/ready.sql"), {"dispatch_ids": list(dispatch_ids)}
         ).fetchall()
     ]
     if not ready:
@@ -133,7 +133,7 @@ def fan_out(
     for dispatch in ready:
         stream = _fan_out_one(conn, tenant_id, dispatch)
         result.later[("dispatch", tenant_id, dispatch.dispatch_id)] = Emit(stream)
-    conn.execute(sql_text("queries/dispatch_deliveries_insert.sql"))
+    conn.execute(sql_text("queries/dispatch/deliveries_insert.sql"))
     fanned_out = tuple(d.dispatch_id for d in ready)
     marker = AfterCommit(_marker(tenant_id, list(fanned_out)))
     result.later[("fanned_out", tenant_id, fanned_out)] = marker
@@ -150,7 +150,7 @@ def _fan_out_one(
         "suppress_reason": d.suppress_reason,
     }
     with conn.cursor(name=f"fan_out_{d.dispatch_id.hex}") as members:
-        members.execute(sql_text("queries/dispatch_members.sql"), params)
+        members.execute(sql_text("queries/dispatch/members.sql"), params)
         while chunk := members.fetchmany(CHUNK):
             rows: list[tuple[Any, ...]] = []
             for profile_id, profile_version, destination, reason in chunk:
@@ -173,7 +173,7 @@ def _requests(tenant_id: uuid.UUID, d: ReadyDispatch, conn: Connection) -> Itera
     """The dispatch's requests, read back from its committed queued rows in chunks (run by the
     engine inside the Kafka transaction, so a million requests never sit in memory at once)."""
     with db.tenant_transaction(conn, tenant_id), conn.cursor(name="fan_out_requests") as cur:
-        cur.execute(sql_text("queries/dispatch_requests.sql"), {"dispatch_id": d.dispatch_id})
+        cur.execute(sql_text("queries/dispatch/requests.sql"), {"dispatch_id": d.dispatch_id})
         while chunk := cur.fetchmany(CHUNK):
             for delivery, profile_id, destination in chunk:
                 yield delivery_request(tenant_id, d, delivery, profile_id, destination)
@@ -197,7 +197,7 @@ def _marker(
     def mark(conn: psycopg.Connection[Any]) -> None:
         with db.tenant_transaction(conn, tenant_id):
             conn.execute(
-                sql_text("queries/dispatch_mark_fanned_out.sql"), {"dispatch_ids": dispatch_ids}
+                sql_text("queries/dispatch/mark_fanned_out.sql"), {"dispatch_ids": dispatch_ids}
             )
 
     return mark

@@ -75,7 +75,7 @@ def refuse_version_conflicts(
     known: dict[tuple[uuid.UUID, int], set[bytes]] = {}
     params = {"profiles": [r[1] for r in rows], "versions": [r[8] for r in rows]}
     for profile, version, content_hash in conn.execute(
-        sql_text("queries/profile_versions_known.sql"), params
+        sql_text("queries/profiles/versions_known.sql"), params
     ):
         known.setdefault((profile, version), set()).add(bytes(content_hash))
     accepted: list[Envelope] = []
@@ -122,8 +122,8 @@ class ProfileChangesHandler:
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
             stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_row, upserts))
-            changed = conn.execute(sql_text("queries/profiles_upsert.sql")).rowcount
-            row = conn.execute(sql_text("queries/profile_versions_insert.sql")).fetchone()
+            changed = conn.execute(sql_text("queries/profiles/upsert.sql")).rowcount
+            row = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchone()
             assert row is not None
             new_versions, unblocked = int(row[0]), list(row[1])
             # A late older version changes no profile but is new history: it was applied.
@@ -134,11 +134,11 @@ class ProfileChangesHandler:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
             stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_row, changes))
-            inserted = conn.execute(sql_text("queries/membership_insert.sql")).rowcount
+            inserted = conn.execute(sql_text("queries/profiles/membership_insert.sql")).rowcount
             result.applied += inserted
             result.duplicates += len(changes) - inserted
             if inserted:
-                conn.execute(sql_text("queries/profiles_refresh_segments.sql"))
+                conn.execute(sql_text("queries/profiles/refresh_segments.sql"))
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
             segments = sorted({e.record["segment_key"] for e in changes})

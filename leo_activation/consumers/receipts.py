@@ -111,5 +111,5 @@ class ReceiptsHandler:
         tenant_text = str(tenant_id)
         rows = (e.row if e.row is not None else receipt_row(e, tenant_text) for e in batch)
         stage(conn, "delivery_log", COLUMNS, rows)
-        inserted = conn.execute(sql_text("queries/receipts_insert.sql")).rowcount
+        inserted = conn.execute(sql_text("queries/receipts/insert.sql")).rowcount
         return ApplyResult(applied=inserted, duplicates=len(batch) - inserted)

@@ -46,7 +46,7 @@ def seal_ready(
     follow-ups) the tagging of every sealed snapshot on ``segments`` whose tags are not written
     yet — sealed now, or sealed before a crash that stopped its tagging."""
     result = ApplyResult()
-    pending = conn.execute(sql_text("queries/snapshot_pending.sql"), {"segments": list(segments)})
+    pending = conn.execute(sql_text("queries/snapshots/pending.sql"), {"segments": list(segments)})
     for (
         snapshot_id,
         segment_key,
@@ -57,23 +57,22 @@ def seal_ready(
         requested_at,
     ) in pending.fetchall():
         arrived = conn.execute(
-            sql_text("queries/snapshot_arrived.sql"), {"segment_key": segment_key, "as_of": as_of}
+            sql_text("queries/snapshots/arrived.sql"), {"segment_key": segment_key, "as_of": as_of}
         ).fetchone()
         if arrived is None or arrived[0] != as_of:
             continue
-        conn.execute(sql_text("queries/snapshot_members_table.sql"))
-        conn.execute("TRUNCATE snapshot_members")
+        conn.execute(sql_text("queries/snapshots/members_table.sql"))
         conn.execute(
-            sql_text("queries/snapshot_compute_members.sql"),
+            sql_text("queries/snapshots/compute_members.sql"),
             {"segment_key": segment_key, "as_of": as_of},
         )
-        row = conn.execute(sql_text("queries/snapshot_member_digest.sql")).fetchone()
+        row = conn.execute(sql_text("queries/snapshots/member_digest.sql")).fetchone()
         assert row is not None
         count, digest = int(row[0]), str(row[1])
         mismatch = _verify(count, digest, expected_count, expected_digest)
         if mismatch:
             conn.execute(
-                sql_text("queries/snapshot_reject.sql"),
+                sql_text("queries/snapshots/reject.sql"),
                 {"snapshot_id": snapshot_id, "detail": mismatch},
             )
             continue
@@ -87,10 +86,10 @@ def seal_ready(
             "member_digest": digest,
             "created_at": requested_at,
         }
-        conn.execute(sql_text("queries/snapshot_seal.sql"), params)
+        conn.execute(sql_text("queries/snapshots/seal.sql"), params)
         result.merge(dispatch.fan_out_waiting(conn, tenant_id, snapshot_id))
     untagged = conn.execute(
-        sql_text("queries/snapshot_tag_pending.sql"), {"segments": list(segments)}
+        sql_text("queries/snapshots/tag_pending.sql"), {"segments": list(segments)}
     )
     for (snapshot_id,) in untagged.fetchall():
         result.later[("tag_snapshot", tenant_id, snapshot_id)] = FollowUp(
@@ -110,8 +109,8 @@ def tag_members(
     def tag(conn: psycopg.Connection[Any]) -> None:
         with db.tenant_transaction(conn, tenant_id):
             params = {"snapshot_id": snapshot_id}
-            if conn.execute(sql_text("queries/snapshot_tag_done.sql"), params).rowcount:
-                conn.execute(sql_text("queries/snapshot_tag_profiles.sql"), params)
+            if conn.execute(sql_text("queries/snapshots/tag_done.sql"), params).rowcount:
+                conn.execute(sql_text("queries/snapshots/tag_profiles.sql"), params)
 
     return tag
 

@@ -24,7 +24,7 @@ History = list[tuple[int | None, str]]  # (published ms, None: since ever; statu
 
 
 def history(conn: psycopg.Connection[Any]) -> History:
-    rows = conn.execute(sql_text("queries/tenant_lifecycle.sql")).fetchall()
+    rows = conn.execute(sql_text("queries/tenancy/lifecycle.sql")).fetchall()
     return [(None if ts is None else int(ts), str(status)) for ts, status in rows]
 
 
@@ -46,12 +46,12 @@ def record(
         "occurred_at": e.record["occurred_at"],
         "published_ms": e.published_ms,
     }
-    conn.execute(sql_text("queries/tenant_lifecycle_append.sql"), params)
+    conn.execute(sql_text("queries/tenancy/lifecycle_append.sql"), params)
 
 
 def current_status(conn: psycopg.Connection[Any]) -> str | None:
     """The current tenant's status now (None: not registered)."""
-    row = conn.execute(sql_text("queries/tenant_status.sql")).fetchone()
+    row = conn.execute(sql_text("queries/tenancy/status.sql")).fetchone()
     return None if row is None else str(row[0])
 
 

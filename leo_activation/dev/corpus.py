@@ -154,7 +154,7 @@ def _activation(
     code, event_key = keys["campaign_code"], keys["event_key"]
     channel = ACTIVATION_CHANNELS[t % 2]
     at = EPOCH + timedelta(hours=2)
-    # sha256 over the sorted member ids, one per line: what snapshot_member_digest.sql computes
+    # sha256 over the sorted member ids, one per line: what snapshots/member_digest.sql computes
     digest = hashlib.sha256("\n".join(m for m, _ in members).encode()).hexdigest()
     embedding = [round(((i * 37 + seed) % 101) / 100 - 0.5, 2) for i in range(384)]
     commands: list[dict[str, Any]] = [

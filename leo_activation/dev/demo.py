@@ -286,7 +286,7 @@ def dead_letters_since(settings: Settings, codec: Codec, start: dict[int, int]) 
 def _check_schema(settings: Settings) -> None:
     try:
         with db.connect(settings.require_database()) as conn:
-            row = conn.execute("SELECT to_regclass('delivery_trace') IS NOT NULL").fetchone()
+            row = conn.execute(sql_text("queries/dev/schema_migrated.sql")).fetchone()
     except psycopg.Error as exc:
         raise LeoError(f"cannot reach the database: {trace._first_line(exc)}") from exc
     if not (row and row[0]):
@@ -299,7 +299,7 @@ def tenant_summary(settings: Settings, tenant_id: str) -> JsonObject:
         db.tenant_transaction(conn, tenant_id),
         conn.cursor(row_factory=dict_row) as cursor,
     ):
-        cursor.execute(sql_text("queries/samples/tenant_summary.sql"))
+        cursor.execute(sql_text("samples/tenant_summary.sql"))
         row = cursor.fetchone()
     return dict(row) if row else {"tenant_name": None, "profiles": 0, "snapshots": 0,
                                   "deliveries": 0, **dict.fromkeys(STATUS_COLUMNS, 0)}  # fmt: skip

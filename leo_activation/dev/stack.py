@@ -39,8 +39,10 @@ import psutil
 import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from psycopg import sql
 
 from leo_activation.errors import LeoError
+from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
 KAFKA_VERSION = "4.1.1"
@@ -693,9 +695,10 @@ def _ensure_database(port: int) -> None:
         with psycopg.connect(
             f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True, connect_timeout=10
         ) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
+            exists = sql_text("queries/dev/database_exists.sql")
+            if conn.execute(exists, {"name": DATABASE}).fetchone():
                 return
-            conn.execute(f"CREATE DATABASE {DATABASE}")
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     except psycopg.Error as exc:
         raise LeoError(f"PostgreSQL on 127.0.0.1:{port} is not usable: {exc}") from exc
 
@@ -713,11 +716,8 @@ def _stop_postgres(layout: _Layout) -> None:
 def _postgres_facts(admin_url: str) -> dict[str, object]:
     try:
         with psycopg.connect(admin_url, connect_timeout=5) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
-            rows = conn.execute(
-                "SELECT name, default_version FROM pg_available_extensions"
-                " WHERE name IN ('vector', 'citext') ORDER BY name"
-            ).fetchall()
+            version = conn.execute(sql_text("queries/dev/server_version.sql")).fetchone()
+            rows = conn.execute(sql_text("queries/dev/available_extensions.sql")).fetchall()
     except psycopg.Error as exc:
         return {"postgres_error": _last_line(str(exc))}
     return {

@@ -40,7 +40,7 @@ class StateTable:
 
 
 def state_tables(conn: psycopg.Connection[Any]) -> list[StateTable]:
-    rows = conn.execute(sql_text("queries/digest_tables.sql")).fetchall()
+    rows = conn.execute(sql_text("queries/ops/digest_tables.sql")).fetchall()
     return [
         StateTable(name, tuple(keys), tuple(c for c in cols if c not in PROVENANCE_COLUMNS))
         for name, keys, cols in rows
@@ -70,8 +70,7 @@ def tenant_digest(conn: psycopg.Connection[Any], tenant_id: uuid.UUID) -> dict[s
     """Per-table digests of one tenant's state (read in one snapshot)."""
     digests: dict[str, str] = {}
     with db.tenant_transaction(conn, tenant_id):
-        conn.execute("SET LOCAL TimeZone = 'UTC'")
-        conn.execute("SET LOCAL extra_float_digits = 1")
+        conn.execute(sql_text("queries/ops/canonical_text_settings.sql"))
         for table in state_tables(conn):
             h = hashlib.sha256()
             with row_texts(conn, table, tenant_id) as cursor:
@@ -92,15 +91,13 @@ def combine(parts: dict[str, str]) -> str:
 def list_tenants(admin_dsn: str) -> list[uuid.UUID]:
     """Every tenant id. Needs a role that reads across tenants (superuser or BYPASSRLS)."""
     with db.connect(admin_dsn) as conn:
-        row = conn.execute(
-            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
+        row = conn.execute(sql_text("queries/ops/digest_reads_all_tenants.sql")).fetchone()
         if not (row and row[0]):
             raise LeoError(
                 "a digest of every tenant needs LEO_ADMIN_DATABASE_URL with a role that can read "
                 "all tenants (superuser or BYPASSRLS); or pass --tenant"
             )
-        return [r[0] for r in conn.execute("SELECT tenant_id FROM tenant ORDER BY tenant_id")]
+        return [r[0] for r in conn.execute(sql_text("queries/ops/digest_tenants.sql"))]
 
 
 def state_digest(

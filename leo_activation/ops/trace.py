@@ -9,7 +9,7 @@ every activation that touched it.
 
 Both run as the APPLICATION role in the tenant's own read-only transaction, so row-level security
 decides what exists: another tenant's delivery is "not found", exactly like a made-up id. The SQL
-lives in ``sql/queries/trace_*.sql`` over the analyst views of ``sql/migrations/0004_views.sql``.
+lives in ``sql/queries/trace/`` over the analyst views of ``sql/migrations/0004_views.sql``.
 Text output is for people; ``--json`` prints a stable document (``schema`` names its version).
 """
 
@@ -50,11 +50,11 @@ def delivery_document(conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> 
 
     ``conn`` must be inside the tenant's transaction (``db.tenant_transaction``)."""
     params = {"delivery_id": delivery_id}
-    found = _rows(conn, "queries/trace_delivery.sql", params)
+    found = _rows(conn, "queries/trace/delivery.sql", params)
     if not found:
         return None
     t = found[0]
-    history = _rows(conn, "queries/trace_delivery_history.sql", params)
+    history = _rows(conn, "queries/trace/delivery_history.sql", params)
     return {
         "schema": DELIVERY_SCHEMA,
         "tenant": {"tenant_id": t["tenant_id"], "tenant_name": t["tenant_name"]},
@@ -153,8 +153,8 @@ def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Do
     """A profile's facts and every activation that touched it, or None when the current tenant
     knows neither the profile nor any activation addressed to it."""
     params = {"profile_id": profile_id}
-    found = _rows(conn, "queries/trace_profile.sql", params)
-    activity = _rows(conn, "queries/trace_profile_activity.sql", params)
+    found = _rows(conn, "queries/trace/profile.sql", params)
+    activity = _rows(conn, "queries/trace/profile_activity.sql", params)
     if not found and not activity:
         return None
     p = found[0] if found else None

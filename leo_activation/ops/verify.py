@@ -108,8 +108,7 @@ def first_difference(
 def _reading(conn: psycopg.Connection[Any], tenant: uuid.UUID) -> Iterator[None]:
     with db.tenant_transaction(conn, tenant):
         # the same text forms as digest.tenant_digest
-        conn.execute("SET LOCAL TimeZone = 'UTC'")
-        conn.execute("SET LOCAL extra_float_digits = 1")
+        conn.execute(sql_text("queries/ops/canonical_text_settings.sql"))
         yield
 
 
@@ -211,7 +210,7 @@ def _fairness(live: dict[tuple[str, int], int], rebuilt: dict[tuple[str, int], i
 def _schema_matches(live_dsn: str, scratch_dsn: str) -> None:
     def applied(dsn: str) -> list[tuple[str, str]]:
         with db.connect(dsn) as conn:
-            rows = conn.execute(sql_text("queries/verify_migrations.sql")).fetchall()
+            rows = conn.execute(sql_text("queries/ops/applied_migrations.sql")).fetchall()
             return [(str(name), str(checksum)) for name, checksum in rows]
 
     if applied(live_dsn) != applied(scratch_dsn):

@@ -1,6 +1,6 @@
 -- Record a sealed snapshot on its members' cdp_profiles.segment_snapshots (sorted, only grows).
 -- Idempotent: a profile already carrying it is skipped. A member whose profile has not arrived
--- yet gets it from profiles_upsert.sql, which reads segment_snapshot_member.
+-- yet gets it from profiles/upsert.sql, which reads segment_snapshot_member.
 UPDATE cdp_profiles p
 SET segment_snapshots = ARRAY(
     SELECT DISTINCT s FROM unnest(p.segment_snapshots || %(snapshot_id)s::uuid) s ORDER BY s)

@@ -1,6 +1,6 @@
 -- Seal: the immutable snapshot row, its members (with their pinned profile versions), the
 -- request's state, and the snapshot's entry in the tagging work queue (the members'
--- cdp_profiles.segment_snapshots are written by the follow-up, snapshot_tag_profiles.sql).
+-- cdp_profiles.segment_snapshots are written by the follow-up, tag_profiles.sql).
 WITH sealed AS (
     INSERT INTO segment_snapshot (tenant_id, snapshot_id, segment_name, segment_version,
         as_of_sequence, snapshot_reason, member_count, member_digest, created_at)

@@ -1,4 +1,4 @@
--- trace delivery: the golden rule's five answers for one delivery (leo_activation/trace.py).
+-- trace delivery: the golden rule's five answers for one delivery (leo_activation/ops/trace.py).
 -- Runs as the application role inside the tenant's transaction: RLS limits it to that tenant,
 -- so another tenant's delivery id finds nothing.
 SELECT

@@ -1,2 +1,0 @@
--- The current tenant's status (no row: not registered).
-SELECT status FROM tenant WHERE tenant_id = leo_current_tenant();
