@@ -9,6 +9,7 @@ from typing import Any
 from leo_activation.consumers import HANDLERS
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.metrics import EngineMetrics
+from leo_activation.errors import UsageError
 from leo_activation.jsonlog import configure as configure_json_logs
 from leo_activation.kafka import INPUT_TOPICS
 from leo_activation.settings import Settings
@@ -20,6 +21,12 @@ def cli_consume(settings: Settings, args: Any) -> int:
     topics = [
         settings.logical_topic(settings.resolve_topic(t)) for t in (args.topics or INPUT_TOPICS)
     ]
+    outputs = [t for t in topics if t not in INPUT_TOPICS]
+    if outputs:
+        raise UsageError(
+            f"consume --topics: {', '.join(outputs)} is written by the product, not consumed; "
+            f"input topics are {', '.join(INPUT_TOPICS)}"
+        )
     metrics = EngineMetrics(topics)
     engine = Engine(
         settings,

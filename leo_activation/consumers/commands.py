@@ -129,10 +129,7 @@ def campaign_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     _check_period(f"campaign {r['campaign_code']}", r)
     params = {**r, "campaign_id": ids.campaign_id(e.tenant_id, r["campaign_code"])}
-    if not conn.execute(sql_text("queries/commands/campaign_upsert.sql"), params).rowcount:
-        return ApplyResult(duplicates=1)  # not newer: a no-op, the status it states included
-    _campaign_status(conn, params)
-    return ApplyResult(applied=1)
+    return _define(conn, "campaign", params)
 
 
 def campaign_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
@@ -140,15 +137,22 @@ def campaign_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyR
     campaign = ids.campaign_id(e.tenant_id, r["campaign_code"])
     if _references(conn, campaign_id=campaign)[0] is None:
         _require("campaign status change", [f"campaign {r['campaign_code']}"])
-    return _changed(_campaign_status(conn, {**r, "campaign_id": campaign}))
+    return _changed(_status(conn, "campaign", {**r, "campaign_id": campaign}))
 
 
-def _campaign_status(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> int:
-    recorded = conn.execute(
-        sql_text("queries/commands/campaign_status_record.sql"), params
-    ).rowcount
+def _define(conn: psycopg.Connection[Any], what: str, params: Mapping[str, Any]) -> ApplyResult:
+    """Upsert a campaign or event definition (only a newer one wins) and record its status."""
+    if not conn.execute(sql_text(f"queries/commands/{what}_upsert.sql"), params).rowcount:
+        return ApplyResult(duplicates=1)  # not newer: a no-op, the status it states included
+    _status(conn, what, params)
+    return ApplyResult(applied=1)
+
+
+def _status(conn: psycopg.Connection[Any], what: str, params: Mapping[str, Any]) -> int:
+    """Record a campaign's or event's status change; recompute its current status if new."""
+    recorded = conn.execute(sql_text(f"queries/commands/{what}_status_record.sql"), params).rowcount
     if recorded:
-        conn.execute(sql_text("queries/commands/campaign_status_refresh.sql"), params)
+        conn.execute(sql_text(f"queries/commands/{what}_status_refresh.sql"), params)
     return recorded
 
 
@@ -170,10 +174,7 @@ def event_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
         "event_id": ids.event_id(e.tenant_id, code, key),
         "embedding": _embedding_text(r.get("embedding")),
     }
-    if not conn.execute(sql_text("queries/commands/event_upsert.sql"), params).rowcount:
-        return ApplyResult(duplicates=1)  # not newer: a no-op, the status it states included
-    _event_status(conn, params)
-    return ApplyResult(applied=1)
+    return _define(conn, "event", params)
 
 
 def event_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
@@ -182,14 +183,7 @@ def event_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResu
     event = ids.event_id(e.tenant_id, code, key)
     if _references(conn, event_id=event)[1] is None:
         _require("event status change", [f"event {code}/{key}"])
-    return _changed(_event_status(conn, {**r, "event_id": event}))
-
-
-def _event_status(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> int:
-    recorded = conn.execute(sql_text("queries/commands/event_status_record.sql"), params).rowcount
-    if recorded:
-        conn.execute(sql_text("queries/commands/event_status_refresh.sql"), params)
-    return recorded
+    return _changed(_status(conn, "event", {**r, "event_id": event}))
 
 
 # ---------------------------------------------------------------------------- agent tasks
