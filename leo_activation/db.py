@@ -19,7 +19,6 @@ from psycopg.pq import TransactionStatus
 
 APPLICATION_NAME = "leo-activation"
 CONNECT_TIMEOUT_S = 10
-TENANT_SETTING = "app.current_tenant_id"
 
 _SET_TENANT = "SELECT set_config('app.current_tenant_id', %s, true)"
 _GET_TENANT = "SELECT current_setting('app.current_tenant_id', true)"

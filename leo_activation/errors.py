@@ -18,3 +18,10 @@ class PoisonMessage(LeoError):
         super().__init__(f"{error_class}: {reason}")
         self.error_class = error_class
         self.reason = reason
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, else its class name: driver errors (psycopg's
+    carry DETAIL and HINT lines, fastavro's a dump) reported in one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

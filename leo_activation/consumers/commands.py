@@ -25,7 +25,7 @@ import psycopg
 from leo_activation import db, ids
 from leo_activation.consumers import dispatch, snapshots, tenancy
 from leo_activation.engine.handler import ApplyContext, ApplyResult, Envelope, tenant_status
-from leo_activation.errors import PoisonMessage
+from leo_activation.errors import PoisonMessage, first_line
 from leo_activation.resources import sql_text
 
 Command = Callable[[psycopg.Connection[Any], Envelope, ApplyContext], ApplyResult]
@@ -353,6 +353,5 @@ class CommandsHandler:
             except psycopg.Error as exc:
                 if db.is_transient(exc):
                     raise
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-                result.rejected.append((e, PoisonMessage("db_rejected", reason)))
+                result.rejected.append((e, PoisonMessage("db_rejected", first_line(exc))))
         return result

@@ -72,10 +72,10 @@ from leo_activation.engine.handler import (
     Outgoing,
     OutgoingStream,
 )
-from leo_activation.errors import LeoError, PoisonMessage
-from leo_activation.kafka import INPUT_TOPICS, ensure_topics, reader
+from leo_activation.errors import LeoError, PoisonMessage, first_line
+from leo_activation.kafka import INPUT_TOPICS, consumer_config, ensure_topics, reader
 from leo_activation.producers import TopicProducer
-from leo_activation.producers.dead_letters import dead_letter
+from leo_activation.producers.dead_letters import DeadLetter
 from leo_activation.settings import Settings
 
 log = logging.getLogger("leo_activation.engine.loop")
@@ -94,43 +94,6 @@ SEND_OFFSETS_TIMEOUT_S = 30
 # default), so a tenant transaction of ~7 round trips could wait ~20 ms for nothing. 0.5 ms
 # keeps those hand-overs short (receipts end to end 18.9k -> 21.5k msg/s, same corpus and machine).
 GIL_SWITCH_INTERVAL_S = 0.0005
-
-
-def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
-    """The engine's Kafka consumer settings (the benchmarks' baselines read topics with them too).
-
-    ``session.timeout.ms`` is 10 s instead of librdkafka's 45 s: a consumer that died without
-    leaving the group (SIGKILL, OOM, lost host) holds its partitions until its session expires,
-    so this bounds how long a restarted or surviving consumer waits to take them over. Heartbeats
-    come from librdkafka's own thread, so a long batch does not starve them.
-    """
-    return {
-        "bootstrap.servers": settings.require_kafka(),
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        "max.poll.interval.ms": 600_000,
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 2_000,
-        # Prefetch about a batch per partition, in fetches of at most 1 MiB compressed. The
-        # librdkafka defaults (100,000 messages a partition, 64 MiB, 1 MiB a partition and 50 MiB
-        # a fetch, decompressed on arrival) let memory grow with how far behind the consumer is;
-        # these keep batches just as full (README, Performance: RSS flat against the backlog).
-        "queued.min.messages": max(1_000, settings.batch_size),
-        "queued.max.messages.kbytes": 16_384,
-        "fetch.max.bytes": 1 << 20,
-        "max.partition.fetch.bytes": 256 << 10,
-        "fetch.queue.backoff.ms": 20,  # re-check a full queue soon (default: a whole second)
-        **settings.extra_kafka,
-        # Eager rebalancing, whatever the extras say: a rebalance drops the batch decoded ahead
-        # (Engine.run), which is only safe when it takes every partition back and the next
-        # assignment resumes from the committed offsets. An incremental protocol would keep some
-        # partitions positioned past the dropped messages.
-        "group.protocol": "classic",
-        "partition.assignment.strategy": "range,roundrobin",
-    }
 
 
 def default_handlers() -> list[Handler]:
@@ -181,24 +144,13 @@ class BatchStats:
 Coords = tuple[str, int, int]  # logical topic, partition, offset
 
 
-@dataclass(frozen=True)
-class Dead:
-    """A message on its way to the dead-letter topic."""
-
-    msg: Message
-    topic: str  # logical
-    error: PoisonMessage
-    tenant: str | None
-    correlation_id: str | None
-
-
 @dataclass
 class Polled:
     """A polled batch after step 2: its envelopes by tenant, and what is already dead."""
 
     messages: list[Message]
     by_tenant: dict[uuid.UUID, list[Envelope]]
-    dead: list[Dead]
+    dead: list[DeadLetter]
     raw: dict[Coords, Message]
 
 
@@ -209,7 +161,7 @@ class Landed:
     committed: bool  # False: the Kafka transaction aborted, the batch is read again
     waiting: dict[tuple[str, int], int]  # partition -> first offset waiting for its tenant
     stats: BatchStats
-    dead: list[Dead]
+    dead: list[DeadLetter]
     deferred: set[Coords] = field(default_factory=set)  # physical topic, partition, offset
 
 
@@ -365,15 +317,15 @@ class Engine:
         result = self.apply(polled.by_tenant, self._unread_commands_before(consumer, polled))
         waiting = self._settle_unregistered(consumer, polled.raw, result)
         dead = polled.dead + [
-            Dead(polled.raw[(e.topic, e.partition, e.offset)], e.topic, error, str(e.tenant_id),
-                 e.correlation_id)
+            self._dead_letter(polled.raw[(e.topic, e.partition, e.offset)], e.topic, error,
+                              str(e.tenant_id), e.correlation_id)
             for e, error in result.rejected
         ]  # fmt: skip
         # decoded or applied, a message at or after a waiting offset is read and judged again:
         # dead-lettering it now too would dead-letter it twice
-        deferred = [d for d in dead if _at_or_after(d.msg, waiting)]
+        deferred = [d for d in dead if _at_or_after(d.source, waiting)]
         dead = [d for d in dead if d not in deferred]
-        deferred_coords = {_coords(d.msg) for d in deferred} | {
+        deferred_coords = {d.source for d in deferred} | {
             _coords(polled.raw[(e.topic, e.partition, e.offset)]) for e in result.unregistered
         }
         stats = self._batch_stats(polled.messages, result, dead, deferred_coords)
@@ -442,30 +394,30 @@ class Engine:
         if not self._seen:
             return 0
 
-        def again(m: Message) -> bool:
-            seen = self._seen.get(_key(m))
-            return (
-                seen is not None
-                and int(m.offset() or 0) < seen
-                and (_coords(m) not in self._deferred)
-            )
+        def again(coords: Coords) -> bool:
+            seen = self._seen.get(coords[:2])
+            return seen is not None and coords[2] < seen and (coords not in self._deferred)
 
         skipped = 0
         for tenant, envelopes in list(polled.by_tenant.items()):
-            kept = [e for e in envelopes if not again(polled.raw[(e.topic, e.partition, e.offset)])]
+            kept = [
+                e
+                for e in envelopes
+                if not again(_coords(polled.raw[(e.topic, e.partition, e.offset)]))
+            ]
             skipped += len(envelopes) - len(kept)
             if kept:
                 polled.by_tenant[tenant] = kept
             else:
                 del polled.by_tenant[tenant]
-        dead = [d for d in polled.dead if not again(d.msg)]
+        dead = [d for d in polled.dead if not again(d.source)]
         skipped += len(polled.dead) - len(dead)
         polled.dead = dead
         return skipped
 
     def _decode_batch(self, messages: list[Message]) -> Polled:
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
-        dead: list[Dead] = []
+        dead: list[DeadLetter] = []
         raw: dict[Coords, Message] = {}
         for msg in messages:
             if msg.error() is not None:
@@ -474,14 +426,31 @@ class Engine:
             try:
                 envelope = self.decode(logical, msg)
             except PoisonMessage as poison:
-                dead.append(Dead(msg, logical, poison, None, _header_correlation(msg)))
+                dead.append(self._dead_letter(msg, logical, poison, None, _header_correlation(msg)))
                 continue
             raw[(logical, envelope.partition, envelope.offset)] = msg
             by_tenant[envelope.tenant_id].append(envelope)
         return Polled(messages, by_tenant, dead, raw)
 
+    def _dead_letter(
+        self,
+        msg: Message,
+        logical: str,
+        error: PoisonMessage,
+        tenant: str | None,
+        correlation_id: str | None,
+    ) -> DeadLetter:
+        return DeadLetter.of(
+            msg, logical_topic=logical, error=error, tenant_id=tenant, group=self.group,
+            correlation_id=correlation_id,
+        )  # fmt: skip
+
     def _batch_stats(
-        self, messages: list[Message], result: ApplyResult, dead: list[Dead], deferred: set[Coords]
+        self,
+        messages: list[Message],
+        result: ApplyResult,
+        dead: list[DeadLetter],
+        deferred: set[Coords],
     ) -> BatchStats:
         stats = BatchStats(
             applied=result.applied,
@@ -505,17 +474,18 @@ class Engine:
             counts = stats.topics.setdefault(logical, TopicCounts())
             counts.applied, counts.duplicates = applied, duplicates
         for d in dead:
-            stats.topics.setdefault(d.topic, TopicCounts()).dead_lettered += 1
+            stats.topics.setdefault(str(d.logical_topic), TopicCounts()).dead_lettered += 1
         return stats
 
-    def _report(self, stats: BatchStats, dead: list[Dead]) -> None:
+    def _report(self, stats: BatchStats, dead: list[DeadLetter]) -> None:
         for d in dead:
-            partition, offset = int(d.msg.partition() or 0), int(d.msg.offset() or 0)
+            _, partition, offset = d.source
             log.warning(
-                "dead-lettered %s/%d@%d: %s", d.topic, partition, offset, d.error,
+                "dead-lettered %s/%d@%d: %s: %s", d.logical_topic, partition, offset,
+                d.error_class, d.reason,
                 extra={
-                    "event": "dead_letter", "topic": d.topic, "partition": partition,
-                    "offset": offset, "error_class": d.error.error_class, "tenant_id": d.tenant,
+                    "event": "dead_letter", "topic": d.logical_topic, "partition": partition,
+                    "offset": offset, "error_class": d.error_class, "tenant_id": d.tenant_id,
                     "correlation_id": d.correlation_id,
                 },
             )  # fmt: skip
@@ -617,8 +587,8 @@ class Engine:
             )
         except psycopg.Error as exc:
             if len(batch) == 1:
-                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                return ApplyResult(rejected=[(batch[0], PoisonMessage("db_rejected", first_line))])
+                rejected = PoisonMessage("db_rejected", first_line(exc))
+                return ApplyResult(rejected=[(batch[0], rejected)])
             # a data error poisons only its own message: split until it is isolated
             half = len(batch) // 2
             left = self._apply_tenant_with_retry(tenant_id, batch[:half], horizon_ms)
@@ -695,7 +665,7 @@ class Engine:
         out: TopicProducer,
         *,
         offsets: list[TopicPartition],
-        dead: list[Dead],
+        dead: list[DeadLetter],
         outgoing: list[Outgoing],
         streams: Iterable[OutgoingStream] = (),
     ) -> bool:
@@ -704,14 +674,7 @@ class Engine:
         try:
             producer.begin_transaction()
             for d in dead:
-                key, value, headers = dead_letter(
-                    self.codec,
-                    d.msg,
-                    logical_topic=d.topic,
-                    group=self.group,
-                    error=d.error,
-                    tenant_id=d.tenant,
-                )
+                key, value, headers = d.encode(self.codec)
                 out.produce_raw(self.settings.topic("dead-letters"), key, value, headers)
             for o in outgoing:
                 out.produce_raw(o.topic, o.key, o.value, o.headers)
@@ -877,9 +840,9 @@ def _first_readable_ms(
         probe.close()
 
 
-def _at_or_after(msg: Message, waiting: dict[tuple[str, int], int]) -> bool:
-    first = waiting.get((str(msg.topic()), int(msg.partition() or 0)))
-    return first is not None and int(msg.offset() or 0) >= first
+def _at_or_after(coords: Coords, waiting: dict[tuple[str, int], int]) -> bool:
+    first = waiting.get(coords[:2])
+    return first is not None and coords[2] >= first
 
 
 def _key(msg: Message) -> tuple[str, int]:
