@@ -27,8 +27,6 @@ HEADER_PREFIX = "leo.dlq."
 MAX_DEAD_LETTER_BYTES = 900_000
 MAX_REASON_CHARS = 2000
 
-Headers = list[tuple[str, bytes]]
-
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -71,6 +69,7 @@ class DeadLetter:
     ) -> DeadLetter:
         _, timestamp_ms = msg.timestamp()
         original = msg.value()
+        digest = None if original is None else hashlib.sha256(original).hexdigest()
         headers = msg.headers() or []
         items = headers.items() if isinstance(headers, dict) else headers
         return cls(
@@ -86,9 +85,7 @@ class DeadLetter:
                 (name, value.encode() if isinstance(value, str) else value) for name, value in items
             ),
             original_value_length=None if original is None else len(original),
-            original_value_sha256=None
-            if original is None
-            else hashlib.sha256(original).hexdigest(),
+            original_value_sha256=digest,
             tenant_id=tenant_id,
             consumer_group=group,
             logical_topic=logical_topic,
@@ -104,7 +101,7 @@ class DeadLetter:
             int(self.original_offset or 0),
         )
 
-    def encode(self, codec: Codec) -> tuple[bytes | None, bytes, Headers]:
+    def encode(self, codec: Codec) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         """(key, value, headers) of the dead-letter message, cut to fit its topic."""
         reason = self.reason[:MAX_REASON_CHARS]
         headers = [
@@ -115,8 +112,7 @@ class DeadLetter:
             (HEADER_PREFIX + "error.class", self.error_class.encode()),
             (HEADER_PREFIX + "reason", reason.encode()),
         ]
-        letter = self
-        value = codec.encode("dead_letter", letter._record(reason))
+        value = codec.encode("dead_letter", self._record(reason))
         excess = len(self.original_key or b"") + len(value) + _size(headers) - MAX_DEAD_LETTER_BYTES
         if excess > 0:
             original = self.original_value or b""
@@ -176,5 +172,5 @@ class DeadLetter:
         )
 
 
-def _size(headers: Headers) -> int:
+def _size(headers: list[tuple[str, bytes]]) -> int:
     return sum(len(name) + len(value) for name, value in headers)
