@@ -1,4 +1,5 @@
-# The application image used by docker-compose.yml: the leo-activation console script and nothing else.
+# The application image used by docker-compose.yml: the leo-activation console script and nothing else
+# (no devstack extra: the stack runs in its own containers, and `dev` says what it would need).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

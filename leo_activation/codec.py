@@ -35,7 +35,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.errors import LeoError, PoisonMessage, first_line
 from leo_activation.resources import schemas_dir
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -138,7 +138,7 @@ def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dic
     except Exception as exc:  # fastavro raises plain ValueError/IndexError etc. on bad bodies
         if _raised_by_uuid(exc):
             raise PoisonMessage("bad_uuid", f"{writer.name}: a uuid field is malformed") from exc
-        reason = f"{writer.name}: {type(exc).__name__}: {exc}".splitlines()[0][:500]
+        reason = f"{writer.name}: {type(exc).__name__}: {first_line(exc)}"[:500]
         raise PoisonMessage("avro_decode", reason) from exc
     if stream.tell() != len(body):
         raise PoisonMessage(

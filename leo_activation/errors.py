@@ -21,6 +21,7 @@ class PoisonMessage(LeoError):
 
 
 def first_line(exc: BaseException) -> str:
-    """An error in one line: its message's first line, or its type's name if it has none."""
-    text = str(exc)
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
+    """The first line of an exception's message, else its class name: driver errors (psycopg's
+    carry DETAIL and HINT lines, fastavro's a dump) reported in one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

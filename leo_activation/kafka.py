@@ -1,4 +1,8 @@
-"""Topic names, message keys and topic creation.
+"""Every Kafka client this package makes, and what it asks of topics.
+
+Settings become librdkafka configuration here and nowhere else: the engine's consumer, the
+producers, the readers, the metadata consumer and the admin client; ``Settings.extra_kafka`` is
+applied to each of them.
 
 Keys keep per-key order (SPEC §3): commands by tenant, CDP changes by tenant + profile, requests
 and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
@@ -8,7 +12,6 @@ topic has a single partition, so a dead letter's offset alone names it (``dead-l
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -17,6 +20,7 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
@@ -25,7 +29,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from leo_activation.errors import LeoError
+from leo_activation.errors import LeoError, UsageError
 from leo_activation.settings import TOPIC_SUFFIXES, Settings
 
 INPUT_TOPICS = ("commands", "profile-changes", "receipts")
@@ -41,6 +45,15 @@ def message_key(logical_topic: str, record: Mapping[str, Any]) -> bytes:
     return ":".join(str(record[name]) for name in KEY_FIELDS[logical_topic]).encode()
 
 
+ADMIN_TIMEOUT_S = 30.0
+# Producers' default transaction timeout: sized for large ``publish`` transactions.
+TRANSACTION_TIMEOUT_MS = 900_000
+
+
+def _config(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.require_kafka(), **config, **settings.extra_kafka}
+
+
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     """The engine's Kafka consumer settings (the benchmarks' baselines read topics with them too).
 
@@ -49,8 +62,7 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     so this bounds how long a restarted or surviving consumer waits to take them over. Heartbeats
     come from librdkafka's own thread, so a long batch does not starve them.
     """
-    return {
-        "bootstrap.servers": settings.require_kafka(),
+    config = {
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -62,13 +74,15 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         # Prefetch about a batch per partition, in fetches of at most 1 MiB compressed. The
         # librdkafka defaults (100,000 messages a partition, 64 MiB, 1 MiB a partition and 50 MiB
         # a fetch, decompressed on arrival) let memory grow with how far behind the consumer is;
-        # these keep batches just as full while memory stays flat against the backlog.
+        # these keep batches just as full (README, Performance: RSS flat against the backlog).
         "queued.min.messages": max(1_000, settings.batch_size),
         "queued.max.messages.kbytes": 16_384,
         "fetch.max.bytes": 1 << 20,
         "max.partition.fetch.bytes": 256 << 10,
         "fetch.queue.backoff.ms": 20,  # re-check a full queue soon (default: a whole second)
-        **settings.extra_kafka,
+    }
+    return {
+        **_config(settings, config),
         # Eager rebalancing, whatever the extras say: a rebalance drops the batch decoded ahead
         # (Engine.run), which is only safe when it takes every partition back and the next
         # assignment resumes from the committed offsets. An incremental protocol would keep some
@@ -78,10 +92,66 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     }
 
 
+def producer_config(
+    settings: Settings,
+    transactional: bool = False,
+    transaction_timeout_ms: int = TRANSACTION_TIMEOUT_MS,
+) -> dict[str, Any]:
+    """Idempotent (``enable.idempotence``, ``acks=all``); transactional on request."""
+    config = _config(
+        settings,
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        },
+    )
+    if transactional:
+        # a fresh id per process: fencing of zombies is by consumer-group generation (KIP-447)
+        config["transactional.id"] = f"leo-{uuid.uuid4().hex}"
+        # how long the broker keeps a transaction of a producer that died open; read_committed
+        # readers of its partitions (and its group's offsets) wait that long
+        config["transaction.timeout.ms"] = transaction_timeout_ms
+    return config
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(_config(settings, {}))
+
+
+def reader(settings: Settings, purpose: str) -> Consumer:
+    """A consumer for ``assign()`` reads: read-committed, reports partition ends, and never
+    commits, so its throw-away group id leaves no group behind."""
+    return Consumer(
+        _config(
+            settings,
+            {
+                "group.id": f"leo-{purpose}-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            },
+        )
+    )
+
+
+def metadata_consumer(settings: Settings) -> Consumer:
+    """A consumer used only for metadata queries (watermarks, offsets by time): it never
+    subscribes nor commits. It keeps librdkafka's default isolation, so high watermarks are the
+    log end, open transactions included."""
+    return Consumer(
+        _config(
+            settings,
+            {"group.id": f"leo-inspect-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False},
+        )
+    )
+
+
 def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -> None:
     """Create any missing topic of this deployment (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": settings.require_kafka()})
-    partitions = int(os.environ.get("LEO_TOPIC_PARTITIONS", "6"))
+    admin = admin_client(settings)
     try:
         brokers = len(admin.list_topics(timeout=15).brokers)
     except KafkaException as exc:
@@ -90,7 +160,7 @@ def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -
     wanted = [
         NewTopic(
             settings.topic(name),
-            num_partitions=1 if name == "dead-letters" else partitions,
+            num_partitions=1 if name == "dead-letters" else settings.topic_partitions,
             replication_factor=min(3, brokers),
             config={"retention.ms": "-1"} if name != "delivery-requests" else {},
         )
@@ -107,22 +177,33 @@ def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -
                 raise LeoError(f"cannot create topic {topic}: {exc}") from exc
 
 
+def topic_partitions(admin: AdminClient, physical: str) -> list[int]:
+    """The topic's partition numbers; UsageError if the topic does not exist."""
+    try:
+        metadata = admin.list_topics(topic=physical, timeout=ADMIN_TIMEOUT_S).topics.get(physical)
+    except KafkaException as exc:
+        raise LeoError(f"Kafka does not answer: {exc}") from exc
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise UsageError(f"topic {physical} does not exist")
+    return sorted(metadata.partitions)
+
+
+def committed_offsets(
+    admin: AdminClient, group: str, physical: str, partitions: list[int]
+) -> dict[int, int | None]:
+    """The group's committed offset per partition (None: it has none there yet)."""
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(physical, p) for p in partitions])
+    future = admin.list_consumer_group_offsets([request], request_timeout=ADMIN_TIMEOUT_S)[group]
+    try:
+        result = future.result()
+    except KafkaException as exc:
+        raise LeoError(f"cannot read the offsets of group {group}: {exc}") from exc
+    return {
+        tp.partition: (None if tp.offset < 0 else int(tp.offset)) for tp in result.topic_partitions
+    }
+
+
 READ_TIMEOUT_S = 60.0
-
-
-def reader(settings: Settings, purpose: str) -> Consumer:
-    """A consumer for ``assign()`` reads: read-committed, reports partition ends, and never
-    commits, so its throw-away group id leaves no group behind."""
-    return Consumer(
-        {
-            "bootstrap.servers": settings.require_kafka(),
-            "group.id": f"leo-{purpose}-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            **settings.extra_kafka,
-        }
-    )
 
 
 def read_to_end(

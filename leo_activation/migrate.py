@@ -26,7 +26,7 @@ from psycopg import conninfo, errors, sql
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from leo_activation.db import connect
-from leo_activation.errors import LeoError
+from leo_activation.errors import LeoError, first_line
 from leo_activation.resources import sql_dir, sql_text
 from leo_activation.settings import Settings
 
@@ -165,13 +165,8 @@ def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
             )
     except psycopg.DatabaseError as exc:
         raise LeoError(
-            f"migration {migration.name} failed, nothing of it applied: {_first_line(exc)}"
+            f"migration {migration.name} failed, nothing of it applied: {first_line(exc)}"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _ensure_bookkeeping(conn: psycopg.Connection[Any]) -> None:
@@ -316,7 +311,7 @@ def cli_migrate(settings: Settings, args: argparse.Namespace) -> int:
     try:
         applied = migrate(admin_dsn, app_dsn, lock_timeout_s=lock_timeout)
     except psycopg.Error as exc:
-        raise LeoError(f"migrate failed: {_first_line(exc)}") from exc
+        raise LeoError(f"migrate failed: {first_line(exc)}") from exc
     if applied:
         for name in applied:
             print(f"applied {name}")

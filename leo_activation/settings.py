@@ -46,6 +46,8 @@ class Settings:
     # When set, the output topics (OUTPUT_TOPICS) get this prefix instead of ``topic_prefix``:
     # ``verify`` rebuilds from the live input topics without writing to the live outputs.
     output_prefix: str | None = None
+    # partitions of the topics ``ensure_topics`` creates (the dead-letter topic always has one)
+    topic_partitions: int = 6
     extra_kafka: Mapping[str, Any] = field(default_factory=dict)
 
     def topic(self, logical: str) -> str:
@@ -115,7 +117,9 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     batch_size = _int(env, "LEO_BATCH_SIZE", DEFAULT_BATCH_SIZE)
+    topic_partitions = _int(env, "LEO_TOPIC_PARTITIONS", 6)
     assert batch_size is not None
+    assert topic_partitions is not None
     return Settings(
         kafka_bootstrap=env.get("LEO_KAFKA_BOOTSTRAP") or None,
         database_url=env.get("LEO_DATABASE_URL") or None,
@@ -126,4 +130,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         batch_size=batch_size,
         batch_timeout_s=float(env.get("LEO_BATCH_TIMEOUT_S", "0.5")),
         metrics_port=_int(env, "LEO_METRICS_PORT", None),
+        topic_partitions=topic_partitions,
     )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent developer bootstrap: a .venv with the package installed editable plus the dev extra.
+# Idempotent developer bootstrap: a .venv with the package installed editable plus the dev extra
+# (which includes devstack, what `leo-activation dev` needs).
 # Reinstalls only when pyproject.toml changed since the last successful install. pip keeps its
 # default per-user cache, so fresh clones (CI) install from it instead of the network.
 set -euo pipefail
@@ -31,7 +32,7 @@ fi
 want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -e "$repo[dev]"
+  "$venv/bin/python" -m pip install -q -e "$repo[dev,devstack]"
   # Written last so an interrupted install is retried on the next run.
   echo "$want" >"$stamp"
 fi

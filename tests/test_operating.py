@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
+from leo_activation import kafka
 from leo_activation.cli import main
 from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
@@ -295,10 +296,10 @@ def test_replay_dry_run_changes_nothing_and_refuses_an_active_group(
     c = corpus.build(63, n_tenants=2, n_profiles=10, n_receipts=30)
     group = f"live-{uuid.uuid4().hex[:8]}"
     apply_corpus(settings, c, group)
-    admin = replay.admin_client(settings)
+    admin = kafka.admin_client(settings)
     physical = settings.topic("receipts")
-    partitions = replay.topic_partitions(admin, physical)
-    committed = replay.committed_offsets(admin, group, physical, partitions)
+    partitions = kafka.topic_partitions(admin, physical)
+    committed = kafka.committed_offsets(admin, group, physical, partitions)
     assert sum(v or 0 for v in committed.values()) >= len(c.topics["receipts"])
     capsys.readouterr()
 
@@ -307,7 +308,7 @@ def test_replay_dry_run_changes_nothing_and_refuses_an_active_group(
     out = capsys.readouterr().out
     assert "dry run: nothing changed" in out
     assert "->" in out
-    assert replay.committed_offsets(admin, group, physical, partitions) == committed
+    assert kafka.committed_offsets(admin, group, physical, partitions) == committed
 
     # times: before everything -> the start; after everything -> the end (clamped)
     plans = replay.plan(settings, group, physical, from_ms=0, to_ms=2**62)
@@ -332,7 +333,7 @@ def test_replay_dry_run_changes_nothing_and_refuses_an_active_group(
     err = capsys.readouterr().err
     assert "--to-time" in err
     assert len(err.strip().splitlines()) == 1
-    assert replay.committed_offsets(admin, group, physical, partitions) == committed
+    assert kafka.committed_offsets(admin, group, physical, partitions) == committed
 
     # a group name that never consumed (a typo) is warned about, in one line
     typo = group + "x"
@@ -356,14 +357,14 @@ def test_replay_dry_run_changes_nothing_and_refuses_an_active_group(
         assert len(err.strip().splitlines()) == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-    assert replay.committed_offsets(admin, group, physical, partitions) == committed
+    assert kafka.committed_offsets(admin, group, physical, partitions) == committed
 
     # stopped: the rewind goes through
     assert (
         cli(settings, "replay", "--group", group, "--topic", "receipts", "--from-offset", "0") == 0
     )
     assert "rewound" in capsys.readouterr().out
-    rewound = replay.committed_offsets(admin, group, physical, partitions)
+    rewound = kafka.committed_offsets(admin, group, physical, partitions)
     assert all(v == 0 for v in rewound.values())
     again = totals(drain(settings, group=group))
     assert again.consumed == len(c.topics["receipts"])

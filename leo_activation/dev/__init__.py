@@ -1,1 +1,1 @@
-"""Development tooling: the local stack, the demo and the synthetic corpus (the `dev` extra)."""
+"""Development tooling: the local stack (the ``devstack`` extra), the demo, the synthetic corpus."""

@@ -44,14 +44,16 @@ from psycopg.rows import dict_row
 from leo_activation import db
 from leo_activation.codec import Codec, make_codec
 from leo_activation.consumers import HANDLERS
+from leo_activation.consumers.commands import TENANT_LIFECYCLE
 from leo_activation.contracts import from_json
 from leo_activation.dev import corpus
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.stats import BatchStats
-from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.errors import LeoError, PoisonMessage, first_line
 from leo_activation.kafka import READ_TIMEOUT_S, ensure_topics, message_key, read_to_end, reader
 from leo_activation.ops import digest, trace
 from leo_activation.producers import TopicProducer
+from leo_activation.producers.dead_letters import DeadLetter
 from leo_activation.producers.publish import publish
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
@@ -66,9 +68,6 @@ STATUS_COLUMNS = (
     "queued", "suppressed", "sent", "delivered", "opened", "clicked", "failed", "bounced",
     "complained", "unsubscribed",
 )  # fmt: skip
-TENANT_LIFECYCLE = frozenset(
-    {"tenant_register", "tenant_rename", "tenant_disable", "tenant_enable"}
-)
 
 JsonObject = dict[str, Any]
 
@@ -249,37 +248,33 @@ def delivery_requests(settings: Settings, codec: Codec) -> list[Request]:
     return [found[k] for k in sorted(found)]
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    tenant: str  # a tenant id, or "unattributed"
-    where: str  # original topic/partition@offset
-    error_class: str
-    reason: str
-
-
 def dead_letters_since(settings: Settings, codec: Codec, start: dict[int, int]) -> list[DeadLetter]:
-    """Dead letters written since ``start``; the tenant comes from the record, else from the
-    original message key (``tenant:...``), which a message that failed to decode still has."""
+    """Dead letters written since ``start``; one that cannot be read keeps only why."""
     found = []
     for msg in read_to_end(settings, "dead-letters", start):
         try:
-            _kind, record = codec.decode("dead-letters", msg.value())
+            found.append(DeadLetter.decode(codec, msg))
         except PoisonMessage as exc:
-            found.append(DeadLetter("unattributed", "?", exc.error_class, exc.reason))
-            continue
-        tenant = record.get("tenant_id")
-        if tenant is None:
-            key = record.get("original_key") or b""
-            tenant = key.decode("utf-8", "replace").partition(":")[0]
-        try:
-            tenant = str(uuid.UUID(str(tenant)))
-        except ValueError:
-            tenant = "unattributed"
-        where = (
-            f"{record['original_topic']}/{record['original_partition']}@{record['original_offset']}"
-        )
-        found.append(DeadLetter(tenant, where, record["error_class"], record["reason"]))
+            found.append(DeadLetter(None, None, None, exc.error_class, exc.reason))
     return found
+
+
+def attributed_tenant(letter: DeadLetter) -> str:
+    """The tenant from the record, else from the original message key (``tenant:...``), which a
+    message that failed to decode still has; else ``unattributed``."""
+    tenant = letter.tenant_id
+    if tenant is None:
+        tenant = (letter.original_key or b"").decode("utf-8", "replace").partition(":")[0]
+    try:
+        return str(uuid.UUID(tenant))
+    except ValueError:
+        return "unattributed"
+
+
+def _where(letter: DeadLetter) -> str:
+    if letter.original_topic is None:
+        return "?"
+    return f"{letter.original_topic}/{letter.original_partition}@{letter.original_offset}"
 
 
 # ---------------------------------------------------------------------------- database reading
@@ -288,7 +283,7 @@ def _check_schema(settings: Settings) -> None:
         with db.connect(settings.require_database()) as conn:
             row = conn.execute(sql_text("queries/dev/schema_migrated.sql")).fetchone()
     except psycopg.Error as exc:
-        raise LeoError(f"cannot reach the database: {trace._first_line(exc)}") from exc
+        raise LeoError(f"cannot reach the database: {first_line(exc)}") from exc
     if not (row and row[0]):
         raise LeoError("the database is not migrated: run `leo-activation migrate` first")
 
@@ -459,7 +454,7 @@ class Demo:
     def step_summary(self, before: dict[str, int], dead_start: dict[int, int]) -> None:
         summaries = {t: tenant_summary(self.settings, t) for t in self.tenants}
         letters = dead_letters_since(self.settings, self.codec, dead_start)
-        dead = Counter(letter.tenant for letter in letters)
+        dead = Counter(attributed_tenant(letter) for letter in letters)
         new = sum(summaries[t]["deliveries"] - before[t] for t in self.tenants)
         self.progress.step(
             "per tenant: deliveries by current status, dead letters of this run; "
@@ -469,7 +464,7 @@ class Demo:
         self.say(render_summary(self.tenants, summaries, dead))
         self.say()
         for letter in letters[:MAX_DEAD_LETTERS_SHOWN]:
-            self.say(f"  dead letter {letter.where} [{letter.error_class}] {letter.reason}")
+            self.say(f"  dead letter {_where(letter)} [{letter.error_class}] {letter.reason}")
         if len(letters) > MAX_DEAD_LETTERS_SHOWN:
             self.say(
                 f"  … and {len(letters) - MAX_DEAD_LETTERS_SHOWN} more "

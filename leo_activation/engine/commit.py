@@ -13,11 +13,10 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from leo_activation.codec import Codec
-from leo_activation.engine.decode import Dead
 from leo_activation.engine.handler import Outgoing
 from leo_activation.errors import LeoError
 from leo_activation.producers import TopicProducer
-from leo_activation.producers.dead_letters import DEAD_LETTER_TOPIC, dead_letter
+from leo_activation.producers.dead_letters import DEAD_LETTER_TOPIC, DeadLetter
 from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class Committer:
         consumer: Consumer,
         *,
         offsets: list[TopicPartition],
-        dead: list[Dead],
+        dead: list[DeadLetter],
         outputs: Iterable[Callable[[], Iterator[Outgoing]]] = (),
     ) -> bool:
         """Produce outputs and commit offsets atomically; False if aborted (batch rewound).
@@ -70,14 +69,7 @@ class Committer:
         try:
             producer.begin_transaction()
             for d in dead:
-                key, value, headers = dead_letter(
-                    self.codec,
-                    d.msg,
-                    logical_topic=d.topic,
-                    group=self.group,
-                    error=d.error,
-                    tenant_id=d.tenant,
-                )
+                key, value, headers = d.encode(self.codec)
                 out.produce_raw(self.settings.topic(DEAD_LETTER_TOPIC), key, value, headers)
             for output in outputs:
                 for o in output():

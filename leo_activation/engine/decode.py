@@ -13,20 +13,10 @@ from leo_activation import contracts
 from leo_activation.codec import Codec
 from leo_activation.engine.handler import Envelope, Handler
 from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.producers.dead_letters import DeadLetter
 
 CORRELATION_HEADER = "leo.correlation_id"
 Coords = tuple[str, int, int]  # topic, partition, offset
-
-
-@dataclass(frozen=True)
-class Dead:
-    """A message on its way to the dead-letter topic."""
-
-    msg: Message
-    topic: str  # logical
-    error: PoisonMessage
-    tenant: str | None
-    correlation_id: str | None
 
 
 @dataclass
@@ -35,7 +25,7 @@ class Polled:
 
     messages: list[Message]
     by_tenant: dict[uuid.UUID, list[Envelope]]
-    dead: list[Dead]
+    dead: list[DeadLetter]
     raw: dict[Coords, Message]  # (logical topic, partition, offset) -> message
 
     def message(self, e: Envelope) -> Message:
@@ -46,9 +36,14 @@ class Decoder:
     """Decodes and validates messages of the physical topics in ``logical_by_physical``."""
 
     def __init__(
-        self, codec: Codec, handlers: Sequence[Handler], logical_by_physical: Mapping[str, str]
+        self,
+        codec: Codec,
+        handlers: Sequence[Handler],
+        logical_by_physical: Mapping[str, str],
+        group: str,
     ) -> None:
         self.codec = codec
+        self.group = group
         self.handler_by_topic = {h.topic: h for h in handlers}
         self.logical_by_physical = dict(logical_by_physical)
 
@@ -74,9 +69,22 @@ class Decoder:
         row = None if handler is None else handler.prepare(envelope, json_fields)
         return envelope if row is None else envelope._replace(row=row)
 
+    def dead_letter(
+        self,
+        msg: Message,
+        logical: str,
+        error: PoisonMessage,
+        tenant: str | None,
+        correlation_id: str | None,
+    ) -> DeadLetter:
+        return DeadLetter.of(
+            msg, logical_topic=logical, error=error, tenant_id=tenant, group=self.group,
+            correlation_id=correlation_id,
+        )  # fmt: skip
+
     def decode_batch(self, messages: list[Message]) -> Polled:
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
-        dead: list[Dead] = []
+        dead: list[DeadLetter] = []
         raw: dict[Coords, Message] = {}
         for msg in messages:
             if msg.error() is not None:
@@ -85,7 +93,7 @@ class Decoder:
             try:
                 envelope = self.decode(logical, msg)
             except PoisonMessage as poison:
-                dead.append(Dead(msg, logical, poison, None, header_correlation(msg)))
+                dead.append(self.dead_letter(msg, logical, poison, None, header_correlation(msg)))
                 continue
             raw[(logical, envelope.partition, envelope.offset)] = msg
             by_tenant[envelope.tenant_id].append(envelope)

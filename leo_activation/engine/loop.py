@@ -38,11 +38,12 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, T
 from leo_activation.codec import make_codec
 from leo_activation.engine.apply import Applied, TenantApplier
 from leo_activation.engine.commit import Committer
-from leo_activation.engine.decode import Coords, Dead, Decoder, Polled
+from leo_activation.engine.decode import Coords, Decoder, Polled
 from leo_activation.engine.handler import Connection, Emit, Handler, Outgoing
 from leo_activation.engine.stats import BatchStats
 from leo_activation.engine.waiting import Partition, Waiting, coords, is_partition_eof, partition_of
 from leo_activation.kafka import consumer_config, ensure_topics
+from leo_activation.producers.dead_letters import DeadLetter
 from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Landed:
     committed: bool  # False: the Kafka transaction aborted, the batch is read again
     waiting: dict[Partition, int]  # partition -> first offset waiting
     stats: BatchStats
-    dead: list[Dead]
+    dead: list[DeadLetter]
     deferred: set[Coords] = field(default_factory=set)  # physical topic, partition, offset
 
 
@@ -116,7 +117,7 @@ class Engine:
         self.on_idle = on_idle  # after a poll that returned nothing
         self.on_retry = on_retry  # "db" or "kafka", each time a transient fault is retried
         self.logical_by_physical = {settings.topic(t): t for t in self.logical_topics}
-        self.decoder = Decoder(self.codec, handlers, self.logical_by_physical)
+        self.decoder = Decoder(self.codec, handlers, self.logical_by_physical, self.group)
         self.applier = TenantApplier(settings, handlers, on_retry)
         self.waiting = Waiting(settings, handlers)
         self.consumer: Consumer | None = None  # while run() runs
@@ -226,14 +227,16 @@ class Engine:
         result = self.applier.apply(polled.by_tenant, self.waiting.horizons(consumer, polled))
         waiting = self._waiting_offsets(polled, result)
         dead = polled.dead + [
-            Dead(polled.message(e), e.topic, error, str(e.tenant_id), e.correlation_id)
+            self.decoder.dead_letter(
+                polled.message(e), e.topic, error, str(e.tenant_id), e.correlation_id
+            )
             for e, error in result.rejected
         ]
         # decoded or applied, a message at or after a waiting offset is read and judged again:
         # dead-lettering it now too would dead-letter it twice
-        deferred = [d for d in dead if _at_or_after(d.msg, waiting)]
+        deferred = [d for d in dead if _at_or_after(d.source, waiting)]
         dead = [d for d in dead if d not in deferred]
-        deferred_coords = {coords(d.msg) for d in deferred} | {
+        deferred_coords = {d.source for d in deferred} | {
             coords(polled.message(e)) for e in result.waiting
         }
         stats = self._batch_stats(polled.messages, result, dead, deferred_coords)
@@ -296,7 +299,11 @@ class Engine:
         return waiting
 
     def _batch_stats(
-        self, messages: list[Message], result: Applied, dead: list[Dead], deferred: set[Coords]
+        self,
+        messages: list[Message],
+        result: Applied,
+        dead: list[DeadLetter],
+        deferred: set[Coords],
     ) -> BatchStats:
         stats = BatchStats(
             applied=result.applied,
@@ -313,17 +320,18 @@ class Engine:
                 counts.applied, counts.duplicates,
             )  # fmt: skip
         for d in dead:
-            stats.topic(d.topic).dead_lettered += 1
+            stats.topic(str(d.logical_topic)).dead_lettered += 1
         return stats
 
-    def _report(self, stats: BatchStats, dead: list[Dead]) -> None:
+    def _report(self, stats: BatchStats, dead: list[DeadLetter]) -> None:
         for d in dead:
-            partition, offset = int(d.msg.partition() or 0), int(d.msg.offset() or 0)
+            _, partition, offset = d.source
             log.warning(
-                "dead-lettered %s/%d@%d: %s", d.topic, partition, offset, d.error,
+                "dead-lettered %s/%d@%d: %s: %s", d.logical_topic, partition, offset,
+                d.error_class, d.reason,
                 extra={
-                    "event": "dead_letter", "topic": d.topic, "partition": partition,
-                    "offset": offset, "error_class": d.error.error_class, "tenant_id": d.tenant,
+                    "event": "dead_letter", "topic": d.logical_topic, "partition": partition,
+                    "offset": offset, "error_class": d.error_class, "tenant_id": d.tenant_id,
                     "correlation_id": d.correlation_id,
                 },
             )  # fmt: skip
@@ -361,9 +369,9 @@ def _next_offsets(
     return [TopicPartition(t, p, o) for (t, p), o in sorted(committed.items())]
 
 
-def _at_or_after(msg: Message, waiting: dict[Partition, int]) -> bool:
-    first = waiting.get(partition_of(msg))
-    return first is not None and int(msg.offset() or 0) >= first
+def _at_or_after(source: Coords, waiting: dict[Partition, int]) -> bool:
+    first = waiting.get(source[:2])
+    return first is not None and source[2] >= first
 
 
 def _first_offsets(messages: list[Message]) -> dict[Partition, int]:

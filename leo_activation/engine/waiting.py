@@ -92,21 +92,19 @@ class Waiting:
         if not self.seen:
             return 0
 
-        def again(m: Message) -> bool:
-            seen = self.seen.get(partition_of(m))
-            return (
-                seen is not None and int(m.offset() or 0) < seen and coords(m) not in self.deferred
-            )
+        def again(source: Coords) -> bool:
+            seen = self.seen.get(source[:2])
+            return seen is not None and source[2] < seen and source not in self.deferred
 
         skipped = 0
         for tenant, envelopes in list(polled.by_tenant.items()):
-            kept = [e for e in envelopes if not again(polled.message(e))]
+            kept = [e for e in envelopes if not again(coords(polled.message(e)))]
             skipped += len(envelopes) - len(kept)
             if kept:
                 polled.by_tenant[tenant] = kept
             else:
                 del polled.by_tenant[tenant]
-        dead = [d for d in polled.dead if not again(d.msg)]
+        dead = [d for d in polled.dead if not again(d.source)]
         skipped += len(polled.dead) - len(dead)
         polled.dead = dead
         return skipped

@@ -18,75 +18,50 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from leo_activation.codec import REGISTRY_MAGIC, SingleObjectCodec, make_codec
+from leo_activation.codec import REGISTRY_MAGIC, Codec, SingleObjectCodec, make_codec
 from leo_activation.errors import LeoError, PoisonMessage, UsageError
-from leo_activation.kafka import INPUT_TOPICS, READ_TIMEOUT_S, read_to_end, reader
-from leo_activation.ops.replay import admin_client, topic_partitions
-from leo_activation.producers import TopicProducer
+from leo_activation.kafka import (
+    INPUT_TOPICS,
+    READ_TIMEOUT_S,
+    admin_client,
+    read_to_end,
+    reader,
+    topic_partitions,
+)
+from leo_activation.producers import Headers, TopicProducer
+from leo_activation.producers.dead_letters import DeadLetter
 from leo_activation.settings import Settings, SettingsError
 
 REDRIVEN_FROM_HEADER = "leo.redriven-from"
 REDRIVEN_PARTITION_HEADER = "leo.redriven-from-partition"
 
 
-@dataclass(frozen=True)
-class DeadLetterEntry:
-    id: str
-    partition: int
-    offset: int
-    original_topic: str | None
-    original_partition: int | None
-    original_offset: int | None
-    error_class: str
-    reason: str
-    tenant_id: str | None
-    consumer_group: str | None
-    original_key: str | None
-
-
-def _decode(settings: Settings, value: bytes | None) -> dict[str, Any]:
-    """The DeadLetter record, in whichever framing the engine wrote it."""
+def _codec(settings: Settings, value: bytes | None) -> Codec:
+    """The codec of whichever framing the engine wrote a dead letter in."""
     if value and value[:1] == REGISTRY_MAGIC:
         if not settings.schema_registry_url:
             raise PoisonMessage(
                 "needs_registry", "written in Schema Registry format; set LEO_SCHEMA_REGISTRY_URL"
             )
-        codec = make_codec(settings.schema_registry_url)
-    else:
-        codec = SingleObjectCodec()
-    _kind, record = codec.decode("dead-letters", value)
-    return record
+        return make_codec(settings.schema_registry_url)
+    return SingleObjectCodec()
 
 
-def _entry(settings: Settings, msg: Message, single: bool) -> DeadLetterEntry:
+def read_back(settings: Settings, msg: Message, single: bool) -> DeadLetter:
+    """The dead letter in ``msg``; one that cannot be read keeps only its id and why."""
     partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
     ident = str(offset) if single else f"{partition}:{offset}"
     try:
-        r = _decode(settings, msg.value())
+        return DeadLetter.decode(_codec(settings, msg.value()), msg, ident)
     except PoisonMessage as exc:
-        return DeadLetterEntry(
-            ident, partition, offset, None, None, None, f"unreadable:{exc.error_class}",
-            exc.reason, None, None, None,
+        return DeadLetter(
+            None, None, None, f"unreadable:{exc.error_class}", exc.reason,
+            id=ident, position=(partition, offset),
         )  # fmt: skip
-    key = r.get("original_key")
-    return DeadLetterEntry(
-        id=ident,
-        partition=partition,
-        offset=offset,
-        original_topic=r["original_topic"],
-        original_partition=r["original_partition"],
-        original_offset=r["original_offset"],
-        error_class=r["error_class"],
-        reason=r["reason"],
-        tenant_id=r.get("tenant_id"),
-        consumer_group=r.get("consumer_group"),
-        original_key=None if key is None else key.decode("utf-8", "replace"),
-    )
 
 
 def read_all(settings: Settings) -> tuple[list[Message], bool]:
@@ -97,12 +72,31 @@ def read_all(settings: Settings) -> tuple[list[Message], bool]:
     return messages, len(partitions) == 1
 
 
-def list_dead_letters(settings: Settings, limit: int | None = None) -> list[DeadLetterEntry]:
+def list_dead_letters(settings: Settings, limit: int | None = None) -> list[DeadLetter]:
     messages, single = read_all(settings)
-    entries: deque[DeadLetterEntry] = deque(maxlen=limit)
+    letters: deque[DeadLetter] = deque(maxlen=limit)
     for msg in messages:
-        entries.append(_entry(settings, msg, single))
-    return list(entries)
+        letters.append(read_back(settings, msg, single))
+    return list(letters)
+
+
+def _listed(letter: DeadLetter) -> dict[str, Any]:
+    """What ``dead-letters list --json`` shows of a dead letter."""
+    partition, offset = letter.position or (None, None)
+    key = letter.original_key
+    return {
+        "id": letter.id,
+        "partition": partition,
+        "offset": offset,
+        "original_topic": letter.original_topic,
+        "original_partition": letter.original_partition,
+        "original_offset": letter.original_offset,
+        "error_class": letter.error_class,
+        "reason": letter.reason,
+        "tenant_id": letter.tenant_id,
+        "consumer_group": letter.consumer_group,
+        "original_key": None if key is None else key.decode("utf-8", "replace"),
+    }
 
 
 def parse_id(text: str, partitions: int) -> tuple[int, int]:
@@ -154,18 +148,19 @@ def redrive(settings: Settings, ids: list[str]) -> list[tuple[str, str]]:
     topic = settings.topic("dead-letters")
     partitions = len(topic_partitions(admin_client(settings), topic))
     wanted = [parse_id(text, partitions) for text in ids]
-    outgoing: list[tuple[str, str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+    outgoing: list[tuple[str, str, bytes | None, bytes | None, Headers]] = []
     for partition, offset in wanted:
         ident = str(offset) if partitions == 1 else f"{partition}:{offset}"
+        msg = fetch(settings, partition, offset)
         try:
-            record = _decode(settings, fetch(settings, partition, offset).value())
+            letter = DeadLetter.decode(_codec(settings, msg.value()), msg, ident)
         except PoisonMessage as exc:
             raise LeoError(f"dead letter {ident} cannot be read: {exc}") from exc
-        source = str(record["original_topic"])
-        if record.get("original_value_truncated"):
+        source = str(letter.original_topic)
+        if letter.original_value_truncated:
             raise LeoError(
-                f"dead letter {ident} holds only the first {len(record['original_value'] or b'')} "
-                f"of {record['original_value_length']} bytes of its message (too big to keep "
+                f"dead letter {ident} holds only the first {len(letter.original_value or b'')} "
+                f"of {letter.original_value_length} bytes of its message (too big to keep "
                 "whole): it cannot be re-driven; nothing was re-driven"
             )
         try:
@@ -180,26 +175,18 @@ def redrive(settings: Settings, ids: list[str]) -> list[tuple[str, str]]:
         # the original headers (a dead letter written before v2 has none), without the marks of
         # an earlier redrive, then this redrive's
         headers = [
-            (str(h["name"]), h["value"])
-            for h in record.get("original_headers") or []
-            if h["name"] not in (REDRIVEN_FROM_HEADER, REDRIVEN_PARTITION_HEADER)
+            (name, value)
+            for name, value in letter.original_headers
+            if name not in (REDRIVEN_FROM_HEADER, REDRIVEN_PARTITION_HEADER)
         ] + [
             (REDRIVEN_FROM_HEADER, str(offset).encode()),
             (REDRIVEN_PARTITION_HEADER, str(partition).encode()),
         ]
-        outgoing.append(
-            (ident, source, record.get("original_key"), record.get("original_value"), headers)
-        )
+        outgoing.append((ident, source, letter.original_key, letter.original_value, headers))
     producer = TopicProducer(settings, transactional=True)
-    producer.producer.begin_transaction()
-    try:
-        for _ident, source, key, value, headers in outgoing:
-            producer.produce_raw(source, key, value, headers)
-        producer.flush()
-        producer.producer.commit_transaction(120)
-    except BaseException:
-        producer.producer.abort_transaction(60)
-        raise
+    with producer.transaction():
+        for _ident, target, key, value, carried in outgoing:
+            producer.produce_raw(target, key, value, carried)
     return [(ident, source) for ident, source, *_ in outgoing]
 
 
@@ -209,7 +196,7 @@ def cli_dead_letters(settings: Settings, args: Any) -> int:
             raise UsageError("--limit must be 1 or more")
         entries = list_dead_letters(settings, args.limit)
         if args.json:
-            print(json.dumps([asdict(e) for e in entries], indent=2))
+            print(json.dumps([_listed(e) for e in entries], indent=2))
             return 0
         if not entries:
             print(f"no dead letters on {settings.topic('dead-letters')}")

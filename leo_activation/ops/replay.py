@@ -16,7 +16,6 @@ markers, so they are an upper bound on messages.
 from __future__ import annotations
 
 import sys
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +30,14 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from leo_activation.errors import LeoError, UsageError
+from leo_activation.kafka import (
+    ADMIN_TIMEOUT_S,
+    admin_client,
+    committed_offsets,
+    metadata_consumer,
+    topic_partitions,
+)
 from leo_activation.settings import Settings
-
-TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,36 +65,9 @@ def parse_time(text: str, flag: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.require_kafka(), **settings.extra_kafka})
-
-
-def inspect_consumer(settings: Settings) -> Consumer:
-    """A consumer used only for metadata queries: it never subscribes nor commits."""
-    return Consumer(
-        {
-            "bootstrap.servers": settings.require_kafka(),
-            "group.id": f"leo-inspect-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            **settings.extra_kafka,
-        }
-    )
-
-
-def topic_partitions(admin: AdminClient, physical: str) -> list[int]:
-    """The topic's partition numbers; UsageError if the topic does not exist."""
-    try:
-        metadata = admin.list_topics(topic=physical, timeout=TIMEOUT_S).topics.get(physical)
-    except KafkaException as exc:
-        raise LeoError(f"Kafka does not answer: {exc}") from exc
-    if metadata is None or metadata.error is not None or not metadata.partitions:
-        raise UsageError(f"topic {physical} does not exist")
-    return sorted(metadata.partitions)
-
-
 def active_members(admin: AdminClient, group: str) -> list[str]:
     """``client_id@host`` of every member the group has now (empty if it has none or is new)."""
-    future = admin.describe_consumer_groups([group], request_timeout=TIMEOUT_S)[group]
+    future = admin.describe_consumer_groups([group], request_timeout=ADMIN_TIMEOUT_S)[group]
     try:
         description = future.result()
     except KafkaException as exc:
@@ -101,27 +78,13 @@ def active_members(admin: AdminClient, group: str) -> list[str]:
     return [f"{m.client_id}@{m.host}" for m in description.members or []]
 
 
-def committed_offsets(
-    admin: AdminClient, group: str, physical: str, partitions: list[int]
-) -> dict[int, int | None]:
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(physical, p) for p in partitions])
-    future = admin.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)[group]
-    try:
-        result = future.result()
-    except KafkaException as exc:
-        raise LeoError(f"cannot read the offsets of group {group}: {exc}") from exc
-    return {
-        tp.partition: (None if tp.offset < 0 else int(tp.offset)) for tp in result.topic_partitions
-    }
-
-
 def _offsets_at(
     consumer: Consumer, physical: str, partitions: list[int], at_ms: int, highs: dict[int, int]
 ) -> dict[int, int]:
     """First offset at or after ``at_ms`` per partition (the end where nothing is that late)."""
     query = [TopicPartition(physical, p, at_ms) for p in partitions]
     try:
-        found = consumer.offsets_for_times(query, timeout=TIMEOUT_S)
+        found = consumer.offsets_for_times(query, timeout=ADMIN_TIMEOUT_S)
     except KafkaException as exc:
         raise LeoError(f"cannot look up offsets by time: {exc}") from exc
     return {tp.partition: highs[tp.partition] if tp.offset < 0 else tp.offset for tp in found}
@@ -140,13 +103,13 @@ def plan(
     admin = admin_client(settings)
     partitions = topic_partitions(admin, physical)
     committed = committed_offsets(admin, group, physical, partitions)
-    consumer = inspect_consumer(settings)
+    consumer = metadata_consumer(settings)
     try:
         marks: dict[int, tuple[int, int]] = {}
         for p in partitions:
             try:
                 low, high = consumer.get_watermark_offsets(
-                    TopicPartition(physical, p), timeout=TIMEOUT_S
+                    TopicPartition(physical, p), timeout=ADMIN_TIMEOUT_S
                 )
             except KafkaException as exc:
                 raise LeoError(f"cannot read the watermarks of {physical}/{p}: {exc}") from exc
@@ -172,7 +135,7 @@ def rewind(admin: AdminClient, group: str, physical: str, plans: list[PartitionP
     request = ConsumerGroupTopicPartitions(
         group, [TopicPartition(physical, pp.partition, pp.new) for pp in plans]
     )
-    future = admin.alter_consumer_group_offsets([request], request_timeout=TIMEOUT_S)[group]
+    future = admin.alter_consumer_group_offsets([request], request_timeout=ADMIN_TIMEOUT_S)[group]
     try:
         result = future.result()
     except KafkaException as exc:

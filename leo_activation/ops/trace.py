@@ -25,13 +25,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from leo_activation import db, ids
-from leo_activation.errors import LeoError
+from leo_activation.errors import LeoError, first_line
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
 DELIVERY_SCHEMA = "leo-activation/trace-delivery/v1"
 PROFILE_SCHEMA = "leo-activation/trace-profile/v1"
-FIVE_QUESTIONS = ("why", "what", "to_whom", "who_decided", "what_happened")
 _TEXT_TRACE_LIMIT = 400  # characters of reasoning_trace shown in text mode (--json has all)
 
 Row = dict[str, Any]
@@ -214,15 +213,10 @@ def read_trace(
                 return profile_document(conn, object_id)
     except psycopg.errors.UndefinedTable as exc:
         raise LeoError(
-            f"the database has no trace views ({_first_line(exc)}): run `leo-activation migrate`"
+            f"the database has no trace views ({first_line(exc)}): run `leo-activation migrate`"
         ) from exc
     except psycopg.Error as exc:
-        raise LeoError(f"trace {what} failed: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise LeoError(f"trace {what} failed: {first_line(exc)}") from exc
 
 
 # ---------------------------------------------------------------------------- JSON

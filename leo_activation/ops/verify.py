@@ -33,11 +33,10 @@ from leo_activation import db, ids
 from leo_activation.consumers import HANDLERS
 from leo_activation.engine.loop import Engine
 from leo_activation.errors import LeoError, UsageError
-from leo_activation.kafka import INPUT_TOPICS
+from leo_activation.kafka import INPUT_TOPICS, admin_client, committed_offsets, topic_partitions
 from leo_activation.migrate import migrate
 from leo_activation.ops.digest import StateTable, combine, list_tenants, row_texts, state_tables
 from leo_activation.ops.digest import tenant_digest as table_digests
-from leo_activation.ops.replay import admin_client, committed_offsets, topic_partitions
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 

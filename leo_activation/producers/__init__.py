@@ -1,44 +1,24 @@
 """Typed producers: one module per topic, sharing the :class:`TopicProducer` core here.
 
-Every producer is idempotent (``enable.idempotence``, ``acks=all``), keys messages per SPEC §3 and
-checks every delivery report: :meth:`TopicProducer.flush` raises if any message was not written.
+Every producer is idempotent (``enable.idempotence``, ``acks=all``: ``kafka.producer_config``),
+keys messages per SPEC §3 and checks every delivery report: :meth:`TopicProducer.flush` raises if
+any message was not written; :meth:`TopicProducer.transaction` commits all of a block or nothing.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from leo_activation.codec import Codec, make_codec
 from leo_activation.errors import LeoError
-from leo_activation.kafka import message_key
+from leo_activation.kafka import TRANSACTION_TIMEOUT_MS, message_key, producer_config
 from leo_activation.settings import Settings
 
-Headers = Sequence[tuple[str, bytes]]
-
-
-def producer_config(
-    settings: Settings, transactional: bool = False, transaction_timeout_ms: int = 900_000
-) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.require_kafka(),
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        "queue.buffering.max.messages": 500_000,
-        **settings.extra_kafka,
-    }
-    if transactional:
-        # a fresh id per process: fencing of zombies is by consumer-group generation (KIP-447)
-        config["transactional.id"] = f"leo-{uuid.uuid4().hex}"
-        # how long the broker keeps a transaction of a producer that died open; read_committed
-        # readers of its partitions (and its group's offsets) wait that long
-        config["transaction.timeout.ms"] = transaction_timeout_ms
-    return config
+Headers = Sequence[tuple[str, bytes | None]]  # a header may have no value
 
 
 class TopicProducer:
@@ -50,7 +30,7 @@ class TopicProducer:
         *,
         codec: Codec | None = None,
         transactional: bool = False,
-        transaction_timeout_ms: int = 900_000,
+        transaction_timeout_ms: int = TRANSACTION_TIMEOUT_MS,
     ) -> None:
         self.settings = settings
         self.codec = codec or make_codec(settings.schema_registry_url)
@@ -101,6 +81,16 @@ class TopicProducer:
             failures, self._failures = self._failures, []
             raise LeoError(f"{len(failures)} messages failed: {failures[0]}")
 
-
-def tenant_str(tenant_id: uuid.UUID | str) -> str:
-    return str(uuid.UUID(str(tenant_id)))
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """What is produced inside is delivered and committed as one Kafka transaction, or, on
+        any error (an interrupt too), aborted: read_committed consumers see all of it or none.
+        The engine drives its own transactions (offsets, a hung coordinator: ``engine.loop``)."""
+        self.producer.begin_transaction()
+        try:
+            yield
+            self.flush()
+            self.producer.commit_transaction(120)
+        except BaseException:
+            self.producer.abort_transaction(60)
+            raise

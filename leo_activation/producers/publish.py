@@ -58,15 +58,9 @@ def publish(
 ) -> None:
     ensure_topics(settings)
     producer = TopicProducer(settings, transactional=True)
-    producer.producer.begin_transaction()
-    try:
+    with producer.transaction():
         for kind, record in messages:
             producer.send(logical_topic, kind, record)
-        producer.flush()
-        producer.producer.commit_transaction(120)
-    except BaseException:
-        producer.producer.abort_transaction(60)
-        raise
 
 
 def cli_publish(settings: Settings, args: Any) -> int:
