@@ -36,3 +36,21 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   # Written last so an interrupted install is retried on the next run.
   echo "$want" >"$stamp"
 fi
+
+# The native hot path (native/, a Rust extension): built into the venv where cargo is, again only
+# when its sources changed (build cache under .cache/); elsewhere the consumers run the Python
+# path alone.
+native_stamp="$venv/.leo-native-stamp"
+if command -v cargo >/dev/null 2>&1; then
+  native_want="$(cat "$repo"/native/Cargo.* "$repo"/native/pyproject.toml "$repo"/native/src/*.rs \
+    | sha256sum | cut -d' ' -f1)"
+  if [[ ! -f "$native_stamp" || "$(cat "$native_stamp")" != "$native_want" ]]; then
+    CARGO_TARGET_DIR="$repo/.cache/native-target" "$venv/bin/maturin" build --release --quiet \
+      -m "$repo/native/Cargo.toml" -i "$venv/bin/python" -o "$repo/.cache/native-wheels"
+    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps \
+      "$repo"/.cache/native-wheels/leo_native-*.whl
+    echo "$native_want" >"$native_stamp"
+  fi
+else
+  echo "bootstrap: no cargo on PATH: the consumers run without the native extension" >&2
+fi

@@ -38,12 +38,20 @@ def _json_text(value: str | None) -> str:
     return "null" if value is None else _quote(value)
 
 
+def occurred_text(occurred: datetime | str) -> str:
+    """A receipt's ``occurred_at`` as the fact and the row hold it: ISO-8601 text, which COPY
+    parses (cheaper than formatting a ``datetime`` for it) and the native path writes too."""
+    return occurred.isoformat() if isinstance(occurred, datetime) else str(occurred)
+
+
 def receipt_fact_id(
     tenant_text: str,
     delivery_text: str,
     r: dict[str, Any],
     response_json: str,
     correlation_id: str | None = None,
+    *,
+    occurred: str | None = None,
 ) -> str:
     """``str(ids.delivery_fact_id(tenant, delivery, fact))`` for a receipt's fact, with
     the canonical JSON written directly (the generic encoder is the hot spot of this consumer):
@@ -51,16 +59,17 @@ def receipt_fact_id(
 
     The correlation id is part of the fact: the row keeps it, so it must be part of the row's
     identity, or two reports differing only in it would collapse to whichever arrived first. It
-    enters the hash only when present, so receipts without one keep the ids they always had."""
-    occurred = r["occurred_at"]
-    occurred_text = occurred.isoformat() if isinstance(occurred, datetime) else str(occurred)
+    enters the hash only when present, so receipts without one keep the ids they always had.
+    ``occurred``: ``occurred_text(r["occurred_at"])``, when the caller has it."""
+    if occurred is None:
+        occurred = occurred_text(r["occurred_at"])
     text = "".join(
         (
             '["delivery_log",', _quote(tenant_text), ",", _quote(delivery_text),
             ',{"channel":', _json_text(r["channel"]),
             "" if correlation_id is None else ',"correlation_id":' + _quote(correlation_id),
             ',"destination":', _json_text(r["destination"]),
-            ',"fact":"receipt","occurred_at":', _quote(occurred_text),
+            ',"fact":"receipt","occurred_at":', _quote(occurred),
             ',"provider":', _quote(r["provider"]),
             ',"provider_message_id":', _json_text(r["provider_message_id"]),
             ',"provider_response":', response_json,
@@ -77,19 +86,22 @@ _tenant_text = functools.lru_cache(maxsize=4096)(str)
 
 def receipt_row(e: Envelope, tenant_text: str, response: Any = None) -> tuple[Any, ...]:
     """The delivery_log row of one receipt (``tenant_text``: ``str(e.tenant_id)``, the same for a
-    whole batch). Ids go out as canonical text: COPY parses them, which is cheaper than adapting
-    ``uuid.UUID`` objects one by one."""
+    whole batch). Ids and ``occurred_at`` go out as text: COPY parses them, which is cheaper than
+    adapting ``uuid.UUID`` and ``datetime`` objects one by one; the native path
+    (:mod:`leo_activation.engine.native`) writes the same row."""
     r = e.record
     if response is None:  # validation's parse of provider_response, when the caller has it
         response = json.loads(r["provider_response"])
     response_json = ids.canonical_json(response)
     delivery = r["delivery_id"]
     delivery_text = str(delivery if isinstance(delivery, uuid.UUID) else uuid.UUID(str(delivery)))
+    occurred = occurred_text(r["occurred_at"])
     return (
         tenant_text,
-        receipt_fact_id(tenant_text, delivery_text, r, response_json, e.correlation_id),
+        receipt_fact_id(tenant_text, delivery_text, r, response_json, e.correlation_id,
+                        occurred=occurred),
         delivery_text, r["channel"], r["destination"], r["status"], r["provider"],
-        r["provider_message_id"], response_json, r["occurred_at"], e.correlation_id,
+        r["provider_message_id"], response_json, occurred, e.correlation_id,
         e.topic, e.partition, e.offset,
     )  # fmt: skip
 

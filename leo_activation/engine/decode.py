@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from leo_activation import contracts
-from leo_activation.codec import Codec
+from leo_activation.codec import Codec, SingleObjectCodec
 from leo_activation.engine.handler import Envelope, Handler
+from leo_activation.engine.native import NativeDecoder, Prepared, native_decoder
 from leo_activation.errors import LeoError, PoisonMessage
 from leo_activation.producers.dead_letters import DeadLetter
 
@@ -32,8 +34,16 @@ class Polled:
         return self.raw[(e.topic, e.partition, e.offset)]
 
 
+# a tenant's id from its text, made once per tenant rather than per message
+_tenant_uuid = functools.lru_cache(maxsize=4096)(uuid.UUID)
+
+
 class Decoder:
-    """Decodes and validates messages of the physical topics in ``logical_by_physical``."""
+    """Decodes and validates messages of the physical topics in ``logical_by_physical``.
+
+    With the native extension (``native``, on by default) a batch's messages in single-object
+    framing are decoded natively first; those it leaves (poison, forms it does not take, other
+    framings) take the Python path one by one."""
 
     def __init__(
         self,
@@ -41,11 +51,18 @@ class Decoder:
         handlers: Sequence[Handler],
         logical_by_physical: Mapping[str, str],
         group: str,
+        *,
+        native: bool = True,
     ) -> None:
         self.codec = codec
         self.group = group
         self.handler_by_topic = {h.topic: h for h in handlers}
         self.logical_by_physical = dict(logical_by_physical)
+        self.native: NativeDecoder | None = (
+            native_decoder(codec.catalog)
+            if native and isinstance(codec, SingleObjectCodec)
+            else None
+        )
 
     def decode(self, logical: str, msg: Message) -> Envelope:
         """Decode and validate one message (raises PoisonMessage)."""
@@ -82,19 +99,52 @@ class Decoder:
             correlation_id=correlation_id,
         )  # fmt: skip
 
+    def prepare_native(self, logicals: list[str], messages: list[Message]) -> list[Prepared | None]:
+        """What the native decoder prepared for each message (None: the Python path decides)."""
+        if self.native is None:
+            return [None] * len(messages)
+        handled = self.handler_by_topic
+        return self.native.prepare(
+            logicals,
+            [m.value() if t in handled else None for t, m in zip(logicals, messages, strict=True)],
+            [int(m.partition() or 0) for m in messages],
+            [int(m.offset() or 0) for m in messages],
+            [header_correlation(m) for m in messages],
+        )
+
     def decode_batch(self, messages: list[Message]) -> Polled:
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
         dead: list[DeadLetter] = []
         raw: dict[Coords, Message] = {}
+        logicals = []
         for msg in messages:
             if msg.error() is not None:
                 raise LeoError(f"Kafka consumer error: {msg.error()}")
-            logical = self.logical_by_physical[str(msg.topic())]
-            try:
-                envelope = self.decode(logical, msg)
-            except PoisonMessage as poison:
-                dead.append(self.dead_letter(msg, logical, poison, None, header_correlation(msg)))
-                continue
+            logicals.append(self.logical_by_physical[str(msg.topic())])
+        prepared = self.prepare_native(logicals, messages)
+        for msg, logical, native in zip(messages, logicals, prepared, strict=True):
+            if native is None:
+                try:
+                    envelope = self.decode(logical, msg)
+                except PoisonMessage as poison:
+                    dead.append(
+                        self.dead_letter(msg, logical, poison, None, header_correlation(msg))
+                    )
+                    continue
+            else:
+                kind, tenant, correlation, row = native
+                envelope = Envelope(
+                    topic=logical,
+                    partition=int(msg.partition() or 0),
+                    offset=int(msg.offset() or 0),
+                    key=msg.key(),
+                    kind=kind,
+                    record={},  # the row holds what the handler needs of it
+                    tenant_id=_tenant_uuid(tenant),
+                    correlation_id=correlation,
+                    row=row,
+                    published_ms=timestamp_ms(msg),
+                )
             raw[(logical, envelope.partition, envelope.offset)] = msg
             by_tenant[envelope.tenant_id].append(envelope)
         return Polled(messages, by_tenant, dead, raw)

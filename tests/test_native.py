@@ -1,0 +1,196 @@
+"""One behaviour, two implementations: the native decoder (the ``leo_native`` extension) and the
+Python path give every message the same outcome — the same envelope and row (ids included), or
+the same dead letter (error class and reason) — for every shipped schema version of the input
+topics, valid and poison inputs alike; and a corpus consumed either way leaves the same digest."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from typing import Any
+
+import fastavro
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from leo_activation.codec import SINGLE_OBJECT_MAGIC, SchemaVersion, SingleObjectCodec
+from leo_activation.consumers import HANDLERS
+from leo_activation.contracts import from_json
+from leo_activation.dev import corpus
+from leo_activation.dev.stack import Endpoints
+from leo_activation.engine import native
+from leo_activation.engine.decode import CORRELATION_HEADER, Decoder, Polled
+from leo_activation.engine.loop import Engine
+from leo_activation.ops.digest import state_digest
+from leo_activation.settings import Settings
+from tests.fix_app import deployment_settings, publish_corpus
+from tests.fix_db import DbUrls, fresh_database
+from tests.test_contracts import _strategy
+from tests.test_poison_fuzz import INPUT_VERSIONS, _logical_uuid, _text_schema, json_texts
+from tests.test_poison_fuzz import uuid_texts as poison_uuid_texts
+from tests.test_receipt_rows import json_values
+from tests.test_receipt_rows import receipts as receipt_records
+
+# a machine without the Rust toolchain runs the Python path alone; one with it must have built it
+pytestmark = pytest.mark.skipif(
+    shutil.which("cargo") is None and not native.available(),
+    reason="no Rust toolchain here: the Python path runs alone",
+)
+
+TOPICS = {v.topic: v.topic for v in INPUT_VERSIONS}
+PYTHON = Decoder(SingleObjectCodec(), HANDLERS, TOPICS, "test", native=False)
+NATIVE = Decoder(SingleObjectCodec(), HANDLERS, TOPICS, "test")
+NATIVE_VERSIONS = [v for v in INPUT_VERSIONS if v.topic in ("receipts", "profile-changes")]
+
+valid_json_objects: st.SearchStrategy[str] = st.one_of(
+    st.dictionaries(st.text(max_size=8), json_values, max_size=4).map(json.dumps),
+    st.dictionaries(st.text(max_size=8), json_values, max_size=4).map(
+        lambda d: json.dumps(d, indent=1, ensure_ascii=False)
+    ),
+    st.sampled_from(['{"a":"\\ud83d\\ude00"}', '{"a":-0,"a":1.50E+3}', ' {"b":[],"a":{}} ']),
+)
+json_objects = st.one_of(json_texts, valid_json_objects)
+uuid_texts: st.SearchStrategy[str] = st.one_of(
+    poison_uuid_texts, st.uuids().map(lambda u: str(u).upper())
+)
+
+
+def outcome(polled: Polled) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What the engine goes on with: every envelope but its ``record`` (the native path keeps
+    only the row), and every dead letter, in offset order."""
+    envelopes = sorted(
+        (e.offset, e.topic, e.partition, e.key, e.kind, e.tenant_id, e.correlation_id, e.row,
+         e.published_ms)
+        for batch in polled.by_tenant.values() for e in batch
+    )  # fmt: skip
+    dead = sorted(
+        (d.source[2], d.logical_topic, d.error_class, d.reason, d.tenant_id, d.correlation_id)
+        for d in polled.dead
+    )  # fmt: skip
+    return envelopes, dead
+
+
+def message(topic: str, offset: int, value: bytes | None, correlation: bytes | None) -> Message:
+    headers: list[tuple[str, str | bytes | None]] | None = (
+        None if correlation is None else [(CORRELATION_HEADER, correlation)]
+    )
+    return Message(topic=topic, partition=offset % 3, offset=offset, key=b"k", value=value,
+                   headers=headers, timestamp=(TIMESTAMP_CREATE_TIME, 1_000 + offset))  # fmt: skip
+
+
+def assert_same(messages: list[Message]) -> Polled:
+    expected = PYTHON.decode_batch(messages)
+    got = NATIVE.decode_batch(messages)
+    assert outcome(got) == outcome(expected)
+    return got
+
+
+def encoded(version: SchemaVersion, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(schema), record)
+    return SINGLE_OBJECT_MAGIC + version.fingerprint + body.getvalue()
+
+
+def test_the_extension_is_built_and_prepares_receipts() -> None:
+    assert NATIVE.native is not None, "scripts/bootstrap.sh builds the extension"
+    assert "delivery_receipt" in NATIVE.native.kinds()
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    data=st.data(),
+    # the versions the native path prepares, more often than the ones it leaves to Python
+    version=st.sampled_from(NATIVE_VERSIONS) | st.sampled_from(INPUT_VERSIONS),
+    poison=st.booleans(),
+    correlation=st.none() | st.sampled_from([b"", b"from-header", b"\xff\xfe"]),
+)
+def test_every_version_valid_or_poison_gives_the_same_envelope_or_dead_letter(
+    data: st.DataObject, version: SchemaVersion, poison: bool, correlation: bytes | None
+) -> None:
+    schema = _text_schema(version) if poison else version.schema
+    record = data.draw(_strategy(schema))
+    for field in schema["fields"]:
+        name = field["name"]
+        if name in ("provider_response", "raw_attributes"):
+            record[name] = data.draw(json_objects if poison else valid_json_objects)
+        elif poison and _logical_uuid(version, name):
+            record[name] = data.draw(uuid_texts)
+        elif name == "correlation_id" and data.draw(st.booleans()):
+            record[name] = ""
+    value = encoded(version, schema, record)
+    cut = data.draw(st.integers(0, len(value))) if poison else len(value)
+    assert_same([message(version.topic, 0, value, correlation),
+                 message(version.topic, 1, value[:cut], correlation)])  # fmt: skip
+
+
+# the edges of Python's float repr and of JSON string escaping
+edge_floats = st.sampled_from([1e15, 1e16, 1.5e16, 9999999999999998.0, 1e-4, 1e-5, 5e-324,
+                               1.7976931348623157e308, -0.0, 0.3, 1.23456789e-5])  # fmt: skip
+edge_text = st.text(alphabet=st.characters(max_codepoint=0x7F) | st.sampled_from("\u2028é😀"),
+                    max_size=12)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    record=receipt_records(),
+    response=st.dictionaries(edge_text, edge_floats | edge_text | json_values, max_size=4),
+    correlation=st.none() | edge_text,
+)
+def test_receipts_get_the_same_row_and_id(
+    record: dict[str, Any], response: dict[str, Any], correlation: str | None
+) -> None:
+    codec = SingleObjectCodec()
+    plain = codec.encode("delivery_receipt", record)
+    record["provider_response"] = json.dumps(response, ensure_ascii=False)
+    record["correlation_id"] = correlation
+    edges = codec.encode("delivery_receipt", record)
+    assert_same([message("receipts", 0, plain, None), message("receipts", 1, edges, None)])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(max_size=300), version=st.sampled_from(INPUT_VERSIONS),
+       header=st.booleans())  # fmt: skip
+def test_arbitrary_bytes_give_the_same_outcome(
+    data: bytes, version: SchemaVersion, header: bool
+) -> None:
+    value = SINGLE_OBJECT_MAGIC + version.fingerprint + data if header else data
+    assert_same([message(version.topic, 0, value, None), message(version.topic, 1, None, None)])
+
+
+def test_a_corpus_is_prepared_natively_and_the_same() -> None:
+    """The shapes the product meets are taken by the native path, not left to Python."""
+    c = corpus.build(3, n_tenants=2, n_profiles=8, n_segments=2, n_receipts=40)
+    codec = SingleObjectCodec()
+    for topic in ("receipts",):
+        messages = [
+            message(topic, i, codec.encode(*from_json(topic, m)), None)
+            for i, m in enumerate(c.topics[topic])
+        ]
+        polled = assert_same(messages)
+        prepared = NATIVE.prepare_native([topic] * len(messages), messages)
+        assert all(p is not None for p in prepared), topic
+        assert sum(map(len, polled.by_tenant.values())) == len(messages)
+
+
+def _drain(settings_: Settings, *, use_native: bool) -> None:
+    engine = Engine(settings_, HANDLERS)
+    engine.decoder = Decoder(engine.codec, HANDLERS, engine.logical_by_physical, engine.group,
+                             native=use_native)  # fmt: skip
+    assert (engine.decoder.native is not None) == use_native
+    engine.run(until_idle=2.0)
+
+
+def test_a_corpus_consumed_by_either_path_leaves_the_same_digest(
+    stack: Endpoints, db: DbUrls, db_template: str, topic_prefix: str
+) -> None:
+    c = corpus.build(5, n_tenants=2, n_profiles=10, n_segments=2, n_receipts=60)
+    python_settings = deployment_settings(stack, db, topic_prefix)
+    publish_corpus(python_settings, c)
+    _drain(python_settings, use_native=False)
+    with fresh_database(stack, db_template) as other:
+        native_settings = deployment_settings(stack, other, topic_prefix)
+        _drain(native_settings, use_native=True)
+        assert state_digest(native_settings) == state_digest(python_settings)
