@@ -1,4 +1,4 @@
-"""The ``leo-activation`` command line (SPEC §6).
+"""The ``leo-activation`` command line.
 
 Exit codes: 0 success, 2 usage error, 1 anything else, always with a one-line reason on stderr.
 Each sub-command's work lives in its own module; this file only parses and dispatches.
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_operating_commands(sub: Any) -> None:
-    """replay, verify and dead-letters (SPEC §2: ops / SRE)."""
+    """replay, verify and dead-letters, the operators' tools."""
     p = sub.add_parser("replay", help="rewind a consumer group on a topic")
     p.add_argument("--group", required=True, help="consumer group (its consumers must be stopped)")
     p.add_argument("--topic", required=True, help="logical or physical topic name")

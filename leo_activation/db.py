@@ -1,7 +1,7 @@
 """Core database access shared by the consumers, the CLI and the tests.
 
 Three things live here and nothing else: how to open a connection, how to run work in one
-tenant's row-level-security context (SPEC §4.4: per transaction, never per session), and how to
+tenant's row-level-security context (per transaction, never per session), and how to
 tell a transient database fault (retry with backoff) from a deterministic one (dead-letter).
 """
 

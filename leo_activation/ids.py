@@ -1,4 +1,5 @@
-"""Deterministic ids: every stored id is a pure function of tenant + natural key (SPEC §4.1).
+"""Deterministic ids: every stored id is a pure function of tenant + natural key, so a replay
+reproduces them.
 
 An id is UUIDv5 over a canonical encoding of ``[kind, tenant_id, *natural_key]`` (compact JSON,
 sorted keys, UTF-8) in a namespace derived from ``ID_SCHEME``. Changing how any id is derived means

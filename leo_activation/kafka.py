@@ -4,7 +4,7 @@ Settings become librdkafka configuration here and nowhere else: the engine's con
 producers, the readers, the metadata consumer and the admin client; ``Settings.extra_kafka`` is
 applied to each of them.
 
-Keys keep per-key order (SPEC §3): commands by tenant, CDP changes by tenant + profile, requests
+Keys keep per-key order: commands by tenant, CDP changes by tenant + profile, requests
 and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
 the database is a projection of them, and rebuilding it needs every message. The dead-letter
 topic has a single partition, so a dead letter's offset alone names it (``dead-letters redrive``).

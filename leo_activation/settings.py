@@ -26,9 +26,8 @@ class SettingsError(ValueError):
 
 
 # Messages per batch: one database transaction per tenant and one Kafka transaction per batch,
-# so larger batches spread their fixed costs thinner (receipts end to end, same run: 2,000 ->
-# 14.6k msg/s, 5,000 -> 18.6k, 10,000 -> 20.1k) at the price of more memory and of more work
-# redone after a crash. docs/performance.md has the measurement.
+# so larger batches spread their fixed costs thinner, at the price of more memory and of more
+# work redone after a crash (docs/performance.md has the measurement).
 DEFAULT_BATCH_SIZE = 5000
 
 

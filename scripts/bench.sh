@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# SPEC §7 benchmarks in one command: figures and ratios measured side by side in one run.
+# The benchmarks in one command: figures and ratios measured side by side in one run.
 # Bootstraps the venv, starts (or reuses) the local stack in its default home (LEO_DEV_HOME picks
 # another) and runs `python -m bench`; extra arguments go to it, e.g.
-#   scripts/bench.sh --full            # the SPEC sizes: 1M messages, a 1M-member snapshot
+#   scripts/bench.sh --full            # the full sizes: 1M messages, a 1M-member snapshot
 #   scripts/bench.sh --only receipts   # one section; --help lists sizes and their LEO_BENCH_* vars
 # The stack's addresses come from the stack itself: LEO_KAFKA_BOOTSTRAP / LEO_DATABASE_URL /
 # LEO_ADMIN_DATABASE_URL are ignored unless LEO_BENCH_USE_ENV=1 (then the bench runs there).

@@ -1,4 +1,4 @@
-"""Deterministic segment snapshots (SPEC §4.3).
+"""Deterministic segment snapshots.
 
 A snapshot request names the CDP's per-segment sequence watermark. It is sealed only when every
 membership change 1..watermark has arrived — whichever topic the last piece came on — and its

@@ -1,4 +1,4 @@
-"""The local stack (SPEC §5): a single-node KRaft Kafka and a PostgreSQL with pgvector and citext,
+"""The local stack: a single-node KRaft Kafka and a PostgreSQL with pgvector and citext,
 run as plain processes on 127.0.0.1 with no Docker and no root-owned services.
 
 Kafka comes from the official Maven Central jars, fetched once with ``mvn`` into an ignored cache

@@ -1,4 +1,4 @@
-"""The canonical state digest (SPEC §4.1): proof that two databases hold the same state.
+"""The canonical state digest: proof that two databases hold the same state.
 
 Per tenant and table: SHA-256 over each row's business columns in their PostgreSQL text form
 (UTC), in primary-key order. Provenance columns (``PROVENANCE_COLUMNS``: where and when a row

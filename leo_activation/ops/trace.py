@@ -1,6 +1,6 @@
 """``leo-activation trace``: the golden rule's five answers for a delivery, and a profile's story.
 
-``trace delivery ID --tenant T`` answers, for one delivery (SPEC §4.7, seed-schema §6):
+``trace delivery ID --tenant T`` answers, for one delivery:
 **why** (campaign), **what** (marketing event), **to whom at that moment** (the recipient and the
 sealed segment snapshot it was addressed from), **who decided** (the agent task with its reasoning
 summary and trace) and **what really happened** (every ``delivery_log`` fact in provider-time

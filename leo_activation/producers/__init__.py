@@ -1,8 +1,9 @@
 """Typed producers: one module per topic, sharing the :class:`TopicProducer` core here.
 
 Every producer is idempotent (``enable.idempotence``, ``acks=all``: ``kafka.producer_config``),
-keys messages per SPEC §3 and checks every delivery report: :meth:`TopicProducer.flush` raises if
-any message was not written; :meth:`TopicProducer.transaction` commits all of a block or nothing.
+keys messages by the topic's rule (``kafka.message_key``) and checks every delivery report:
+:meth:`TopicProducer.flush` raises if any message was not written;
+:meth:`TopicProducer.transaction` commits all of a block or nothing.
 """
 
 from __future__ import annotations
