@@ -824,3 +824,30 @@ def test_kafka_unreachable_gives_503_and_not_ready(settings: Settings, tmp_path:
         assert "retry" in answer.json()["error"]
         metrics = g.client.get(g.url + "/metrics").text
         assert 'leo_gateway_requests_total{code="503",provider="sendgrid"} 1.0' in metrics
+
+
+@pytest.mark.faults
+def test_kafka_stopped_gives_503_and_the_retry_after_it_is_back_lands_once(
+    settings: Settings, tmp_path: Path, local_stack_home: Path
+) -> None:
+    from leo_activation.dev import stack as devstack
+
+    register(settings, TENANT)
+    config = config_text(KEYS, [TENANT], ack_timeout_s=3)
+    with run_gateway(settings, config, tmp_path) as g:
+        call = twilio(KEYS, g.url, "delivered", "restart")
+        devstack.stop_kafka(local_stack_home)
+        try:
+            assert g.post(call).status_code == 503
+            assert g.client.get(g.url + "/readyz").status_code == 503
+        finally:
+            devstack.start_kafka(local_stack_home)
+        deadline = time.monotonic() + 120
+        while g.client.get(g.url + "/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the gateway did not see Kafka come back"
+            time.sleep(0.5)
+        # Twilio retries the very same request
+        answer = g.post(call)
+        assert answer.status_code == 200, answer.text
+    drain(settings)
+    assert [(p, s) for p, _, s, *_ in rows(settings)] == [("twilio", "delivered")]
