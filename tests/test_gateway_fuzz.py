@@ -70,7 +70,7 @@ requests = st.tuples(
     bodies,
     st.dictionaries(
         st.sampled_from(HEADERS),
-        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
+        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.strip),
         max_size=4,
     ),
 )

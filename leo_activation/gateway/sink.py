@@ -106,19 +106,12 @@ class KafkaSink:
     ) -> None:
         """Produce every receipt and dead letter of one request (``source``: the endpoint, e.g.
         ``gateway/sendgrid``); return once all are acknowledged."""
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
+        acks = _Acks(asyncio.get_running_loop(), len(receipts) + len(letters))
 
         def produce(topic: str, key: bytes | None, value: bytes, headers: Any = None) -> None:
-            future: asyncio.Future[None] = loop.create_future()
-            futures.append(future)
-
-            def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-                loop.call_soon_threadsafe(_settle, future, err)
-
             try:
                 self._producer.producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                    topic, value=value, key=key, headers=headers, on_delivery=acks.on_delivery
                 )
             except BufferError:
                 raise Unavailable("the producer's queue is full") from None
@@ -144,23 +137,47 @@ class KafkaSink:
             )
             produce(self._letters_topic, key, value, headers)
         try:
-            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout_s + 5)
-        except (TimeoutError, KafkaException) as exc:
-            raise Unavailable(str(exc) or "Kafka did not acknowledge in time") from None
+            await asyncio.wait_for(acks.done, self.ack_timeout_s + 5)
+        except TimeoutError:
+            raise Unavailable("Kafka did not acknowledge in time") from None
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Deliver what is still queued, then stop serving delivery reports."""
+        """Deliver what is still queued (its reports served on this thread alone), then stop."""
+        self._stop.set()
+        self._poller.join()
         remaining = self._producer.producer.flush(timeout_s)
         if remaining:
             log.warning("%d records were not acknowledged before shutdown", remaining)
-        self._stop.set()
-        self._poller.join()
 
 
-def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
-    if future.done():
-        return
-    if err is None:
-        future.set_result(None)
-    else:
-        future.set_exception(KafkaException(err))
+class _Acks:
+    """Counts one request's delivery reports (on the producer's thread) and wakes the request
+    once, when the last arrives or the first fails."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expected: int) -> None:
+        self.loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.remaining = expected
+        self.failed = False
+        if expected == 0:
+            self.done.set_result(None)
+
+    def on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        # delivery reports are served by one thread (KafkaSink._poll): no lock needed
+        if self.failed:
+            return
+        if err is not None:
+            self.failed = True
+            self.loop.call_soon_threadsafe(self._settle, err.str())
+            return
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.loop.call_soon_threadsafe(self._settle, None)
+
+    def _settle(self, error: str | None) -> None:
+        if self.done.done():
+            return
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(Unavailable(error))
