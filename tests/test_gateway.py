@@ -428,6 +428,8 @@ def run_gateway(
     # uvicorn finishes what is in flight, then re-raises the SIGTERM it caught
     assert code in (0, -signal.SIGTERM), log
     assert "Application shutdown complete" in log, log
+    for secret in (Keys.twilio_token, Keys.mailgun_key, Keys.postmark_password, Keys.zalo_secret):
+        assert secret not in log
 
 
 KEYS = make_keys()
@@ -470,6 +472,18 @@ def current(settings: Settings, name: str) -> str:
         ).fetchone()
     assert row is not None
     return str(row[0])
+
+
+def failures(settings: Settings) -> dict[str, bool]:
+    """had_failure of the SendGrid deferral and drop: a deferral is not a failure."""
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as conn, tenant_tx(conn, TENANT):
+        found = conn.execute(
+            "SELECT delivery_id::text, had_failure FROM delivery_status_current"
+            " WHERE delivery_id = ANY(%s::uuid[])",
+            ([delivery("sg-d"), delivery("sg-x")],),
+        ).fetchall()
+    return dict(found)
 
 
 def receipts(settings: Settings) -> list[dict[str, Any]]:
@@ -563,6 +577,8 @@ def test_every_provider_lands_in_delivery_log_and_trace(
     assert current(settings, "tw") == "read"
     assert current(settings, "ses") == "bounced"  # the bounce came later than the delivery
     assert current(settings, "sg-x") == "dropped"
+    assert current(settings, "sg-d") == "deferred"
+    assert failures(settings) == {delivery("sg-d"): False, delivery("sg-x"): True}
     # provider_response keeps the provider's own event
     by_provider = {r["provider"]: json.loads(r["provider_response"]) for r in produced}
     assert by_provider["postmark"]["MessageStream"] == "outbound"
