@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -867,3 +868,27 @@ def test_kafka_stopped_gives_503_and_the_retry_after_it_is_back_lands_once(
         assert answer.status_code == 200, answer.text
     drain(settings)
     assert [(p, s) for p, _, s, *_ in rows(settings)] == [("twilio", "delivered")]
+
+
+def test_sigterm_finishes_the_request_in_flight(settings: Settings, tmp_path: Path) -> None:
+    register(settings, TENANT)
+    call = sendgrid(KEYS, [sendgrid_event("delivered", f"term{i}", i) for i in range(200)])
+
+    def slowly() -> Iterator[bytes]:  # the body arrives over ~1.5 s
+        for start in range(0, len(call.body), len(call.body) // 6 + 1):
+            yield call.body[start : start + len(call.body) // 6 + 1]
+            time.sleep(0.25)
+
+    with run_gateway(settings, config_text(KEYS, [TENANT]), tmp_path) as g:
+        answers: list[httpx.Response] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                g.client.post(g.url + call.path, content=slowly(), headers=call.headers)
+            )
+        )
+        sender.start()
+        time.sleep(0.5)
+        g.process.send_signal(signal.SIGTERM)
+        sender.join(30)
+    assert [a.status_code for a in answers] == [200]
+    assert len(receipts(settings)) == 200
