@@ -7,6 +7,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
@@ -71,16 +72,13 @@ class Decoder:
         tenant = record.get("tenant_id")
         if tenant is None:
             raise PoisonMessage("missing_tenant", "tenant_id is missing")
-        envelope = Envelope(
-            topic=logical,
-            partition=int(msg.partition() or 0),
-            offset=int(msg.offset() or 0),
-            key=msg.key(),
+        envelope = _envelope(
+            logical,
+            msg,
             kind=kind,
             record=record,
             tenant_id=tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(str(tenant)),
             correlation_id=record.get("correlation_id") or header_correlation(msg) or None,
-            published_ms=timestamp_ms(msg),
         )
         handler = self.handler_by_topic.get(logical)
         row = None if handler is None else handler.prepare(envelope, json_fields)
@@ -133,21 +131,38 @@ class Decoder:
                     continue
             else:
                 kind, tenant, correlation, row = native
-                envelope = Envelope(
-                    topic=logical,
-                    partition=int(msg.partition() or 0),
-                    offset=int(msg.offset() or 0),
-                    key=msg.key(),
-                    kind=kind,
-                    record={},  # the row holds what the handler needs of it
-                    tenant_id=_tenant_uuid(tenant),
-                    correlation_id=correlation,
-                    row=row,
-                    published_ms=timestamp_ms(msg),
-                )
+                # the row holds what the handler needs of the record
+                envelope = _envelope(
+                    logical, msg, kind=kind, record={}, tenant_id=_tenant_uuid(tenant),
+                    correlation_id=correlation, row=row,
+                )  # fmt: skip
             raw[(logical, envelope.partition, envelope.offset)] = msg
             by_tenant[envelope.tenant_id].append(envelope)
         return Polled(messages, by_tenant, dead, raw)
+
+
+def _envelope(
+    logical: str,
+    msg: Message,
+    *,
+    kind: str,
+    record: dict[str, Any],
+    tenant_id: uuid.UUID,
+    correlation_id: str | None,
+    row: tuple[Any, ...] | None = None,
+) -> Envelope:
+    return Envelope(
+        topic=logical,
+        partition=int(msg.partition() or 0),
+        offset=int(msg.offset() or 0),
+        key=msg.key(),
+        kind=kind,
+        record=record,
+        tenant_id=tenant_id,
+        correlation_id=correlation_id,
+        row=row,
+        published_ms=timestamp_ms(msg),
+    )
 
 
 def header_correlation(msg: Message) -> str | None:
