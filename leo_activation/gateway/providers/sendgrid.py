@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -52,7 +52,7 @@ class SendGrid:
             key = load_der_public_key(base64.b64decode(secret(keys, "public_key")))
             der = base64.b64decode(signature, validate=True)
             signed_at = float(timestamp)
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, UnsupportedAlgorithm):
             raise Refused(401, "malformed signature, timestamp or configured key") from None
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise Refused(401, "the configured public_key is not an ECDSA key")
