@@ -385,29 +385,32 @@ def run_gateway(
     path.write_text(config, encoding="utf-8")
     port = free_port()
     env = {**os.environ, "TEST_MAILGUN_KEY": Keys.mailgun_key}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "leo_activation",
-            "--bootstrap",
-            bootstrap or str(settings.kafka_bootstrap),
-            "--topic-prefix",
-            settings.topic_prefix,
-            "gateway",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--config",
-            str(path),
-            "--log-format",
-            "human",
-        ],
-        cwd=REPO,
-        env=env,
-        stderr=(tmp / f"gateway-{port}.log").open("wb"),
-    )
+    # the child keeps its own copy of the descriptor: ours is closed at once (an open one would
+    # surface as an unclosed-file warning in whichever test the collector happens to run in)
+    with (tmp / f"gateway-{port}.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "leo_activation",
+                "--bootstrap",
+                bootstrap or str(settings.kafka_bootstrap),
+                "--topic-prefix",
+                settings.topic_prefix,
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--config",
+                str(path),
+                "--log-format",
+                "human",
+            ],
+            cwd=REPO,
+            env=env,
+            stderr=stderr,
+        )
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(timeout=60)
     try:
