@@ -190,6 +190,9 @@ def _from_json_value(name: str, avro_type: Any, value: Any) -> Any:
     """Convert one JSON value to what the Avro writer takes for that field."""
     if value is None:
         return None
+    items = avro_type.get("items") if isinstance(avro_type, dict) else None
+    if isinstance(items, dict) and items.get("type") == "record" and isinstance(value, list):
+        return [_from_json_item(name, items, item) for item in value]
     logical = _logical(avro_type)
     if logical in ("timestamp-micros", "timestamp-millis"):
         if not isinstance(value, str):
@@ -214,6 +217,17 @@ def _from_json_value(name: str, avro_type: Any, value: Any) -> Any:
         except UnicodeEncodeError:
             raise ValueError(f"{name} contains a lone surrogate (a cut character?)") from None
     return value
+
+
+def _from_json_item(name: str, record_type: Mapping[str, Any], item: Any) -> Any:
+    """One record of an array field (e.g. a consent fact), converted field by field."""
+    if not isinstance(item, dict):
+        return item  # the Avro check names the wrong type
+    fields = {f["name"]: f["type"] for f in record_type["fields"]}
+    unknown = sorted(set(item) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown field(s) in {name}: {', '.join(unknown)}")
+    return {n: _from_json_value(f"{name}.{n}", t, item.get(n)) for n, t in fields.items()}
 
 
 def from_json(topic: str, obj: Any, cat: Catalog | None = None) -> tuple[str, dict[str, Any]]:

@@ -239,3 +239,22 @@ def test_timestamps_keep_microseconds() -> None:
     decoded = CODEC.decode("receipts", CODEC.encode(kind, record))[1]
     assert decoded["occurred_at"] == moment
     assert decoded["occurred_at"] - moment == timedelta(0)
+
+
+def _upsert_with(consents: Any) -> dict[str, Any]:
+    return {"type": "profile_upsert", "tenant_id": str(uuid.uuid4()),
+            "profile_id": str(uuid.uuid4()), "version": 1,
+            "occurred_at": "2026-03-01T10:00:00Z", "consents": consents}  # fmt: skip
+
+
+def test_consent_facts_take_iso_times_and_refuse_unknown_fields() -> None:
+    fact = {"channel": "email", "state": "granted", "legal_basis": "consent", "source": "web",
+            "occurred_at": "2026-02-01T09:30:00+07:00"}  # fmt: skip
+    _, record = from_json("profile-changes", _upsert_with([fact]))
+    assert record["consents"][0]["occurred_at"] == datetime(2026, 2, 1, 2, 30, tzinfo=UTC)
+    with pytest.raises(ValueError, match=re.escape("unknown field(s) in consents: why")):
+        from_json("profile-changes", _upsert_with([{**fact, "why": "x"}]))
+    with pytest.raises(ValueError, match="has no time zone"):
+        from_json("profile-changes", _upsert_with([{**fact, "occurred_at": "2026-02-01T09:30"}]))
+    with pytest.raises(ValueError, match="does not match its Avro schema"):
+        from_json("profile-changes", _upsert_with(["email"]))

@@ -34,6 +34,8 @@ PERSONAL = (
     ("delivery_log", "destination"),
     ("tenant", "tenant_name"),
 )
+# personal too, but JSON: not probed with text values, only checked in the catalog
+STATISTICS_OFF = (*PERSONAL, ("cdp_profiles", "consents"), ("cdp_profile_version", "consents"))
 
 
 def phone(tenant: int, profile: int) -> str:
@@ -140,7 +142,7 @@ def test_analyze_keeps_no_statistics_of_tenant_ids_or_personal_data(db: DbUrls) 
     ``SET STATISTICS 0`` fails here even before anyone probes it."""
     with connect(db.admin_url, autocommit=True) as admin:
         for table in rls_tables(admin, partitions=True):
-            for column in ["tenant_id", *(c for t, c in PERSONAL if t == table)]:
+            for column in ["tenant_id", *(c for t, c in STATISTICS_OFF if t == table)]:
                 row = admin.execute(
                     "SELECT attstattarget FROM pg_attribute "
                     "WHERE attrelid = %s::regclass AND attname = %s",

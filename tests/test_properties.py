@@ -1,7 +1,8 @@
 """Property-based: the state is a function of the topics' contents, not of their interleaving.
 
-For random corpora (tenants, CDP profiles and memberships, campaigns, events, snapshot requests,
-agent decisions, dispatches and receipts), any interleaving across topics and partitions that
+For random corpora (tenants, CDP profiles and memberships with consent facts, campaigns, events,
+contact policies requiring consent and capping the channel, snapshot requests, agent decisions,
+dispatches and receipts), any interleaving across topics and partitions that
 keeps per-key order (the only order Kafka promises), with random duplicates (redeliveries) and
 random batch boundaries, must give the digest and the dead letters of the same corpus applied
 in publish order, tenant lifecycle commands (disable, enable, rename) included.
@@ -128,14 +129,37 @@ def deployment(stack: Endpoints, template: str) -> Iterator[Engine]:
         yield engine
 
 
-def fanned_out(engine: Engine) -> int:
-    """Delivery rows written by dispatch fan-outs, over every tenant."""
+def fanned_out(engine: Engine) -> dict[str, int]:
+    """Delivery rows written by dispatch fan-outs, over every tenant, by outcome: queued, or the
+    suppression's reason code (no_consent, frequency_cap, or other)."""
+    assert engine.settings.admin_database_url is not None
+    with db.connect(engine.settings.admin_database_url) as conn:
+        rows = conn.execute(
+            "SELECT CASE WHEN delivery_status = 'queued' THEN 'queued' "
+            "WHEN reason ~ '^(no_consent|frequency_cap):' THEN split_part(reason, ':', 1) "
+            "ELSE 'other' END, count(*) FROM delivery_log "
+            "WHERE delivery_status IN ('queued', 'suppressed') GROUP BY 1"
+        ).fetchall()
+    return {str(outcome): int(n) for outcome, n in rows}
+
+
+def over_cap(engine: Engine) -> int:
+    """Profiles queued more deliveries on a capped channel, within a cap's window, than the cap
+    of the later dispatch allows: must be none, whatever the interleaving."""
     assert engine.settings.admin_database_url is not None
     with db.connect(engine.settings.admin_database_url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM delivery_log WHERE delivery_status IN ('queued', 'suppressed')"
+            "SELECT count(*) FROM delivery_log l JOIN dispatch d USING (tenant_id, dispatch_id) "
+            "WHERE l.delivery_status = 'queued' AND d.cap_max IS NOT NULL AND d.cap_max <= ("
+            "  SELECT count(DISTINCT e.delivery_id) FROM delivery_log e "
+            "  JOIN dispatch de USING (tenant_id, dispatch_id) "
+            "  WHERE e.tenant_id = l.tenant_id AND e.profile_id = l.profile_id "
+            "  AND e.delivery_status = 'queued' AND e.channel = l.channel "
+            "  AND e.event_id <> l.event_id AND de.dispatch_seq < d.dispatch_seq "
+            "  AND abs(extract(epoch FROM de.requested_at - d.requested_at)) "
+            "      < extract(epoch FROM d.cap_window))"
         ).fetchone()
-    return int(row[0]) if row else 0
+    return int(row[0]) if row else -1
 
 
 def digest_of(engine: Engine) -> str:
@@ -170,8 +194,9 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
     lifecycle: Lifecycle,
 ) -> None:
     c = corpus.build(
-        corpus_seed, n_tenants=2, n_profiles=6, n_segments=2, n_receipts=12, with_activation=True
-    )
+        corpus_seed, n_tenants=2, n_profiles=6, n_segments=2, n_receipts=12,
+        with_activation=True, with_contact_policy=True,
+    )  # fmt: skip
     rng = random.Random(order_seed)
     with deployment(stack, db_template) as baseline:
         published = encoded(baseline, c, corpus.tenants(corpus_seed, 2), lifecycle)
@@ -179,10 +204,13 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
         expected = digest_of(baseline)
         if not lifecycle:
             assert not expected_dead
-            assert fanned_out(baseline) > 0, "the corpus must exercise snapshots and dispatch"
+            outcomes = fanned_out(baseline)
+            # the corpus must exercise snapshots, dispatch, consent and the cap
+            assert {"queued", "no_consent", "frequency_cap"} <= set(outcomes), outcomes
     with deployment(stack, db_template) as shuffled:
         dead = apply_in_batches(
             shuffled, interleave(published, rng, duplicate_rate), rng, max_batch
         )
         assert dead == expected_dead
         assert digest_of(shuffled) == expected
+        assert over_cap(shuffled) == 0

@@ -41,6 +41,7 @@ APPEND_ONLY = (
     "agent_task_status",
     "cdp_profile_version",
     "tenant_lifecycle",
+    "contact_policy",
 )
 # Work queues (empty at rest): the only tables the application may DELETE from.
 WORK_QUEUES = ("segment_snapshot_tag_pending",)
@@ -226,6 +227,19 @@ def world(tenant: uuid.UUID, salt: str = "") -> list[tuple[str, Row]]:
         (
             "agent_task_status",
             {"tenant_id": tenant, "task_id": task, "changed_at": t0, "status": "completed"},
+        ),
+        (
+            "contact_policy",
+            {
+                "tenant_id": tenant,
+                "policy_id": uid("policy"),
+                "seq": 1,
+                "channel": "email",
+                "consent_required": True,
+                "cap_max": 3,
+                "cap_window": timedelta(days=7),
+                "occurred_at": t0,
+            },
         ),
         (
             "dispatch",

@@ -247,6 +247,26 @@ def _same_or_conflict(
         )
 
 
+# ---------------------------------------------------------------------------- contact policy
+def contact_policy_set(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
+    r = e.record
+    cap_max, window = r["frequency_cap_max"], r["frequency_cap_window_s"]
+    if r["channel"] not in dispatch.CHANNELS:
+        raise PoisonMessage("bad_policy", f"unknown channel {r['channel'][:40]!r}")
+    if (cap_max is None) != (window is None):
+        raise PoisonMessage(
+            "bad_policy", "frequency_cap_max and frequency_cap_window_s go together"
+        )
+    if cap_max is not None and (cap_max < 1 or window < 1):
+        raise PoisonMessage("bad_policy", "a frequency cap needs a max and a window of at least 1")
+    params = {
+        **r,
+        "policy_id": ids.derive("contact_policy", e.tenant_id, r),
+        "correlation_id": e.correlation_id,
+    }
+    return _changed(conn.execute(sql_text("queries/policy/insert.sql"), params).rowcount)
+
+
 # ---------------------------------------------------------------------------- dispatch
 def dispatch_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
@@ -309,6 +329,7 @@ COMMANDS: dict[str, Command] = {
     "agent_task_record": agent_task_record,
     "agent_task_status_change": agent_task_status_change,
     "dispatch_request": dispatch_request,
+    "contact_policy_set": contact_policy_set,
 }
 
 

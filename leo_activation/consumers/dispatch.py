@@ -10,16 +10,22 @@ of a profile version some waiting dispatch's member pinned
 **What.** Per member: ``delivery_id = ids.delivery_id(tenant, event, profile)`` and one
 ``delivery_log`` row — ``queued`` with its destination, or ``suppressed`` with a reason (cancelled
 event or paused / completed campaign as of the dispatch command; a join that pinned no profile
-version; no destination for the channel) — whose ``log_id`` is
+version; no destination for the channel; ``no_consent``: the channel's contact policy requires a
+consent the pinned version does not grant; ``frequency_cap``: the member already has the cap's
+number of deliveries on the channel from dispatches before this one in command order, within the
+cap's window of business time) — whose ``log_id`` is
 ``ids.delivery_fact_id(tenant, delivery, {"fact": status, "dispatch_id": ...})``; and per queued row
 one ``DeliveryRequest`` on the delivery-requests topic, keyed ``tenant:delivery``.
 
 **Why it is a pure function of the topics.** Everything a fan-out reads is fixed by then: the
-dispatch row captured the event's channel and the event / campaign status in command order (a
-tenant's commands are totally ordered); the sealed snapshot is a function of the membership
-changes up to its watermark; and each destination comes from the profile version the member's
-join pinned (``cdp_profile_version``), never from the current ``cdp_profiles`` row, whose state at
-fan-out time depends on how the profile-changes and commands topics happened to interleave. Two
+dispatch row captured the event's channel, the event / campaign status and the channel's contact
+policy in command order (a tenant's commands are totally ordered), with its place among the
+tenant's dispatches (``dispatch_seq``); a capped dispatch waits until the dispatches before it on
+its channel and near it in business time have fanned out, so the deliveries it counts are final;
+the sealed snapshot is a function of the membership changes up to its watermark; and each
+destination and consent comes from the profile version the member's join pinned
+(``cdp_profile_version``), never from the current ``cdp_profiles`` row, whose state at fan-out time
+depends on how the profile-changes and commands topics happened to interleave. Two
 dispatches of the same event to overlapping audiences share delivery ids (one delivery per event
 and recipient) but each writes its own rows (the dispatch is in the fact), so no row depends on
 which of them fanned out first; connectors dedupe by delivery id.
@@ -58,7 +64,7 @@ import functools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -70,6 +76,7 @@ from leo_activation.producers.delivery_requests import delivery_request
 from leo_activation.resources import sql_text
 
 CHUNK = 10_000  # members per server-side fetch and per COPY
+CHANNELS = frozenset({"email", "sms", "push", "zalo"})
 NO_PIN_REASON = "membership change does not pin a profile version"
 DELIVERY_COLUMNS = (
     "tenant_id", "log_id", "delivery_id", "event_id", "profile_id", "snapshot_id", "task_id",
@@ -91,6 +98,10 @@ class ReadyDispatch:
     suppress_reason: str | None
     requested_at: datetime
     correlation_id: str | None
+    dispatch_seq: int | None  # NULL for a dispatch recorded before contact policies existed
+    consent_required: bool
+    cap_max: int | None
+    cap_window: timedelta | None
 
 
 def delivery_fact(status: str, dispatch_id: uuid.UUID | str) -> dict[str, str]:
@@ -121,22 +132,33 @@ def fan_out(
     post-commit action that marks the emitted dispatches ``fanned_out``.
     """
     result = ApplyResult()
-    conn.execute(sql_text("queries/dispatch/scratch_tables.sql"))
-    ready = [
-        ReadyDispatch(*row)
-        for row in conn.execute(
-            sql_text("queries/dispatch/ready.sql"), {"dispatch_ids": list(dispatch_ids)}
-        ).fetchall()
-    ]
-    if not ready:
-        return result
-    for dispatch in ready:
-        stream = _fan_out_one(conn, tenant_id, dispatch)
-        result.later[("dispatch", tenant_id, dispatch.dispatch_id)] = Emit(stream)
-    conn.execute(sql_text("queries/dispatch/deliveries_insert.sql"))
-    fanned_out = tuple(d.dispatch_id for d in ready)
-    marker = AfterCommit(_marker(tenant_id, list(fanned_out)))
-    result.later[("fanned_out", tenant_id, fanned_out)] = marker
+    candidates = list(dispatch_ids)
+    # Rounds: a capped dispatch is ready only once the dispatches before it on its channel
+    # fanned out, since their deliveries count against its cap; each round's deliveries are in
+    # delivery_log before the next round reads them.
+    while candidates:
+        conn.execute(sql_text("queries/dispatch/scratch_tables.sql"))
+        ready = [
+            ReadyDispatch(*row)
+            for row in conn.execute(
+                sql_text("queries/dispatch/ready.sql"), {"dispatch_ids": candidates}
+            ).fetchall()
+        ]
+        if not ready:
+            break
+        for dispatch in ready:
+            stream = _fan_out_one(conn, tenant_id, dispatch)
+            result.later[("dispatch", tenant_id, dispatch.dispatch_id)] = Emit(stream)
+        conn.execute(sql_text("queries/dispatch/deliveries_insert.sql"))
+        fanned_out = tuple(d.dispatch_id for d in ready)
+        marker = AfterCommit(_marker(tenant_id, list(fanned_out)))
+        result.later[("fanned_out", tenant_id, fanned_out)] = marker
+        candidates = [
+            row[0]
+            for row in conn.execute(
+                sql_text("queries/dispatch/capped_after.sql"), {"dispatch_ids": list(fanned_out)}
+            )
+        ]
     return result
 
 
@@ -146,8 +168,14 @@ def _fan_out_one(
     """Stage one dispatch's delivery rows, chunk by chunk; return the stream of its requests."""
     params = {
         "snapshot_id": d.snapshot_id,
+        "event_id": d.event_id,
         "channel": d.channel,
         "suppress_reason": d.suppress_reason,
+        "consent_required": d.consent_required,
+        "cap_max": d.cap_max,
+        "cap_window": d.cap_window,
+        "dispatch_seq": d.dispatch_seq,
+        "requested_at": d.requested_at,
     }
     with conn.cursor(name=f"fan_out_{d.dispatch_id.hex}") as members:
         members.execute(sql_text("queries/dispatch/members.sql"), params)

@@ -26,14 +26,16 @@ import psycopg
 from leo_activation import ids
 from leo_activation.bulk import stage
 from leo_activation.consumers import dispatch, snapshots, tenancy
+from leo_activation.contracts import DEFAULT_MAX_TEXT
 from leo_activation.engine.handler import ApplyResult, Envelope, Gate
 from leo_activation.errors import PoisonMessage
 from leo_activation.resources import sql_text
 
 PROFILE_COLUMNS = (
     "tenant_id", "profile_id", "ext_id", "email", "mobile_number", "push_token", "data_labels",
-    "raw_attributes", "cdp_version", "content_hash", "updated_at",
+    "raw_attributes", "cdp_version", "content_hash", "updated_at", "consents",
 )  # fmt: skip
+CONSENT_STATES = frozenset({"granted", "revoked"})
 MEMBERSHIP_COLUMNS = (
     "tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at",
     "profile_version",
@@ -45,13 +47,41 @@ def profile_row(e: Envelope, attributes: Any = None) -> tuple[Any, ...]:
     if attributes is None:  # validation's parse of raw_attributes, when the caller has it
         attributes = json.loads(r["raw_attributes"])
     labels = sorted(set(r.get("data_labels") or []))
+    consents = consents_by_channel(r.get("consents") or [])
     content = [r["ext_id"], r["email"], r["mobile_number"], r.get("push_token"), labels, attributes,
                r["occurred_at"]]  # fmt: skip
+    if consents:  # left out when empty, so a version without consents hashes as before them
+        content.append(consents)
     return (
         e.tenant_id, uuid.UUID(str(r["profile_id"])), r["ext_id"], r["email"], r["mobile_number"],
         r.get("push_token"), labels, ids.canonical_json(attributes), r["version"],
         hashlib.sha256(ids.canonical_json(content).encode()).digest(), r["occurred_at"],
+        ids.canonical_json(consents),
     )  # fmt: skip
+
+
+def consents_by_channel(facts: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A version's consent facts keyed by channel (how they are stored and hashed); a fact for an
+    unknown channel or state, or a second fact for one channel, poisons the upsert."""
+    consents: dict[str, dict[str, Any]] = {}
+    for fact in facts:
+        channel, state = fact["channel"], fact["state"]
+        if channel not in dispatch.CHANNELS:
+            raise PoisonMessage("bad_consent", f"consent for unknown channel {channel[:40]!r}")
+        if state not in CONSENT_STATES:
+            raise PoisonMessage("bad_consent", f"consent state {state[:40]!r} is unknown")
+        if channel in consents:
+            raise PoisonMessage("bad_consent", f"two consent facts for channel {channel}")
+        for name in ("legal_basis", "source"):
+            if len(fact[name]) > DEFAULT_MAX_TEXT or "\x00" in fact[name]:
+                raise PoisonMessage("bad_consent", f"consent {name} is too long or holds a NUL")
+        consents[channel] = {
+            "state": state,
+            "legal_basis": fact["legal_basis"],
+            "source": fact["source"],
+            "occurred_at": fact["occurred_at"],
+        }
+    return consents
 
 
 def membership_row(e: Envelope) -> tuple[Any, ...]:

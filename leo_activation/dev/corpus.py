@@ -59,9 +59,13 @@ def build(
     n_receipts: int = 60,
     duplicate_rate: float = 0.1,
     with_activation: bool = False,
+    with_contact_policy: bool = False,
 ) -> Corpus:
     """Tenants, CDP profiles with versions and segment memberships, and provider receipts; with
-    ``with_activation``, each tenant's campaign, event, snapshot, agent decision and dispatch."""
+    ``with_activation``, each tenant's campaign, event, snapshot, agent decision and dispatch;
+    with ``with_contact_policy`` as well, consent facts on the profiles' newest versions, a
+    contact policy requiring consent and capping the channel at one delivery a week, and a
+    reminder event dispatched to the same snapshot after the first (over the cap)."""
     rng = random.Random(seed)
     corpus = Corpus()
     for t, tenant in enumerate(tenants(seed, n_tenants)):
@@ -85,6 +89,8 @@ def build(
                         "ext_id": f"crm-{p}", "email": f"user{p}.v{version}@example.com",
                         "mobile_number": f"+8490{p:07d}", "data_labels": ["vip"] if p % 3 else [],
                         "push_token": None, "raw_attributes": {"city": rng.choice(["HN", "SG"])},
+                        **({"consents": _consents(p)} if with_contact_policy and version == 2
+                           else {}),
                     },
                 )  # fmt: skip
             for s in range(n_segments):
@@ -120,6 +126,7 @@ def build(
             _activation(
                 corpus, seed, t, tenant, as_of=sequences[0] if n_segments else 0,
                 members=[(m, numbers[m]) for m in members], with_receipts=n_receipts > 0,
+                with_contact_policy=with_contact_policy,
             )  # fmt: skip
     return corpus
 
@@ -147,6 +154,7 @@ def _activation(
     as_of: int,
     members: list[tuple[str, int]],
     with_receipts: bool,
+    with_contact_policy: bool = False,
 ) -> None:
     """One tenant's campaign -> event -> snapshot -> agent decision -> dispatch (+ receipts).
     ``members``: segment-0's members at ``as_of`` as (profile id, profile number), sorted."""
@@ -188,6 +196,9 @@ def _activation(
          "as_of_sequence": as_of, "task_key": keys["task_key"],
          "occurred_at": _iso(at + timedelta(minutes=4)), "correlation_id": f"corr-{seed}-{t}"},
     ]  # fmt: skip
+    if with_contact_policy:
+        commands = [_policy(tenant, channel, at), *commands,
+                    *_reminder(commands, keys, at + timedelta(minutes=5))]  # fmt: skip
     for command in commands:
         corpus.add("commands", command)
     if not with_receipts:
@@ -206,3 +217,41 @@ def _activation(
                  "destination": destination, "channel": channel,
                  "provider_response": {"code": 250, "step": n}},
             )  # fmt: skip
+
+
+def _consents(p: int) -> list[dict[str, Any]]:
+    """Profile ``p``'s consent facts: every fourth revoked, every fourth (offset 2) without any."""
+    if p % 4 == 2:
+        return []
+    state = "revoked" if p % 4 == 1 else "granted"
+    return [
+        {"channel": channel, "state": state, "legal_basis": "consent", "source": "web-form",
+         "occurred_at": _iso(EPOCH)}
+        for channel in ACTIVATION_CHANNELS
+    ]  # fmt: skip
+
+
+def _policy(tenant: str, channel: str, at: datetime) -> dict[str, Any]:
+    return {"type": "contact_policy_set", "tenant_id": tenant, "channel": channel,
+            "consent_required": True, "frequency_cap_max": 1,
+            "frequency_cap_window_s": 7 * 24 * 3600, "occurred_at": _iso(at)}  # fmt: skip
+
+
+def _reminder(
+    commands: list[dict[str, Any]], keys: dict[str, str], at: datetime
+) -> list[dict[str, Any]]:
+    """A second event of the campaign on the same channel, decided and dispatched to the same
+    snapshot: with the cap at one a week, every member the first dispatch queued is over it."""
+    event, task, dispatch = (
+        dict(next(c for c in commands if c["type"] == kind))
+        for kind in ("event_define", "agent_task_record", "dispatch_request")
+    )
+    key = f"{keys['event_key']}-reminder"
+    event.update(event_key=key, event_name=f"{event['event_name']} reminder", embedding=None)
+    task.update(task_key=f"{keys['task_key']}-reminder", event_key=key)
+    dispatch.update(
+        dispatch_key=f"{keys['dispatch_key']}-reminder", event_key=key, task_key=task["task_key"]
+    )
+    for n, command in enumerate((event, task, dispatch)):
+        command["occurred_at"] = _iso(at + timedelta(minutes=n))
+    return [event, task, dispatch]

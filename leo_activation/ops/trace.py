@@ -172,6 +172,7 @@ def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Do
             "raw_attributes": p["raw_attributes"],
             "cdp_version": p["cdp_version"],
             "updated_at": p["updated_at"],
+            "consents": p["consents"],
         },
         "activations": [
             {
@@ -192,6 +193,7 @@ def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Do
                 "task_id": a["task_id"],
                 "agent_name": a["agent_name"],
                 "dispatch_id": a["dispatch_id"],
+                "fanout_reason": a["fanout_reason"],
             }
             for a in activity
         ],
@@ -381,6 +383,7 @@ def render_profile(doc: Document) -> str:
             f"  segments now: {', '.join(p['segments']) or '-'}; "
             f"labels: {', '.join(p['data_labels']) or '-'}",
             f"  snapshots ever a member of: {len(p['segment_snapshots'])}",
+            f"  consent: {_consents(p['consents'])}",
         ]
     activations = doc["activations"]
     lines.append(f"Activations ({len(activations)}):")
@@ -397,7 +400,19 @@ def render_profile(doc: Document) -> str:
                 f"{_q(a['event_name'])} via {a['channel'] or '-'}, decided by "
                 f"{_q(a['agent_name'])}"
             )
+            if a["fanout_reason"]:
+                lines.append(f"    not contacted: {a['fanout_reason']}")
     return "\n".join(lines)
+
+
+def _consents(consents: dict[str, Any]) -> str:
+    """A profile's consent facts, one per channel, for people."""
+    if not consents:
+        return "none recorded"
+    return "; ".join(
+        f"{channel} {c['state']} ({c['legal_basis']}, {c['source']}, {c['occurred_at']})"
+        for channel, c in sorted(consents.items())
+    )
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -3,7 +3,11 @@
 -- that depends on how far the profile-changes topic had got) and the reason it is suppressed
 -- (NULL: queued). Equal versions with different content: the highest content_hash, as in the
 -- cdp_profiles upsert. Precedence: the dispatch's own suppression (cancelled event, paused or
--- completed campaign), then a join that pinned no version, then a missing destination.
+-- completed campaign), then a join that pinned no version, then a missing destination, then a
+-- missing consent where the channel's policy requires one (the pinned version's consent), then
+-- the frequency cap: the member's deliveries on the channel queued by dispatches before this one
+-- in command order, within the cap's window of business time on either side (another delivery of
+-- the same event is the same delivery, not one more).
 SELECT m.profile_id, m.profile_version, pinned.destination,
        CASE
            WHEN %(suppress_reason)s::text IS NOT NULL THEN %(suppress_reason)s::text
@@ -16,6 +20,23 @@ SELECT m.profile_id, m.profile_version, pinned.destination,
                                WHEN 'push' THEN 'push token'
                                ELSE 'mobile number' END,
                            %(channel)s::text)
+           WHEN %(consent_required)s AND pinned.consent IS DISTINCT FROM 'granted'
+               THEN format('no_consent: profile version %%s has %%s consent for %%s',
+                           m.profile_version, coalesce(pinned.consent, 'no'), %(channel)s::text)
+           WHEN %(cap_max)s::integer IS NOT NULL AND (
+               SELECT count(DISTINCT l.delivery_id)
+               FROM delivery_log l
+               JOIN dispatch earlier
+                 ON earlier.tenant_id = l.tenant_id AND earlier.dispatch_id = l.dispatch_id
+               WHERE l.tenant_id = m.tenant_id AND l.profile_id = m.profile_id
+                 AND l.delivery_status = 'queued' AND l.channel = %(channel)s::text
+                 AND l.event_id <> %(event_id)s::uuid
+                 AND earlier.dispatch_seq < %(dispatch_seq)s::bigint
+                 AND earlier.requested_at > %(requested_at)s::timestamptz - %(cap_window)s::interval
+                 AND earlier.requested_at < %(requested_at)s::timestamptz + %(cap_window)s::interval
+           ) >= %(cap_max)s::integer
+               THEN format('frequency_cap: %%s %%s deliveries within %%s already queued',
+                           %(cap_max)s::integer, %(channel)s::text, %(cap_window)s::interval)
        END AS reason
 FROM segment_snapshot_member m
 LEFT JOIN LATERAL (
@@ -23,7 +44,8 @@ LEFT JOIN LATERAL (
                       WHEN 'email' THEN v.email::text
                       WHEN 'push' THEN v.push_token
                       ELSE v.mobile_number  -- sms, zalo
-                  END, '') AS destination
+                  END, '') AS destination,
+           v.consents -> %(channel)s::text ->> 'state' AS consent
     FROM cdp_profile_version v
     WHERE v.tenant_id = m.tenant_id AND v.profile_id = m.profile_id
       AND v.version = m.profile_version

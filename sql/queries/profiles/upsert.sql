@@ -4,7 +4,7 @@
 -- changes or a sealed snapshot may have arrived first).
 INSERT INTO cdp_profiles AS p (
     tenant_id, profile_id, ext_id, email, mobile_number, push_token, segments, data_labels,
-    segment_snapshots, raw_attributes, cdp_version, content_hash, updated_at)
+    segment_snapshots, raw_attributes, cdp_version, content_hash, updated_at, consents)
 SELECT DISTINCT ON (s.profile_id)
     s.tenant_id, s.profile_id, s.ext_id, s.email, s.mobile_number, s.push_token,
     ARRAY(
@@ -18,7 +18,7 @@ SELECT DISTINCT ON (s.profile_id)
     ARRAY(
         SELECT sm.snapshot_id FROM segment_snapshot_member sm
         WHERE sm.tenant_id = s.tenant_id AND sm.profile_id = s.profile_id ORDER BY sm.snapshot_id),
-    s.raw_attributes, s.cdp_version, s.content_hash, s.updated_at
+    s.raw_attributes, s.cdp_version, s.content_hash, s.updated_at, s.consents
 FROM stage_cdp_profiles s
 ORDER BY s.profile_id, s.cdp_version DESC, s.content_hash DESC
 ON CONFLICT (tenant_id, profile_id) DO UPDATE SET
@@ -30,5 +30,6 @@ ON CONFLICT (tenant_id, profile_id) DO UPDATE SET
     raw_attributes = EXCLUDED.raw_attributes,
     cdp_version = EXCLUDED.cdp_version,
     content_hash = EXCLUDED.content_hash,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at,
+    consents = EXCLUDED.consents
 WHERE (p.cdp_version, p.content_hash) < (EXCLUDED.cdp_version, EXCLUDED.content_hash)
