@@ -778,7 +778,7 @@ def cli_dev(settings: Settings, args: argparse.Namespace) -> int:
         print(f"export LEO_KAFKA_BOOTSTRAP={shlex.quote(eps.kafka_bootstrap)}")
         print(f"export LEO_DATABASE_URL={shlex.quote(eps.database_url)}")
         print(f"export LEO_ADMIN_DATABASE_URL={shlex.quote(eps.admin_database_url)}")
-        # one broker: the production defaults (3 replicas, 2 in sync) cannot be met
+        # one broker: topics cannot have the production replication (3, min.insync.replicas 2)
         print("export LEO_TOPIC_REPLICATION_FACTOR=1")
         print("export LEO_TOPIC_MIN_INSYNC_REPLICAS=1")
     else:
