@@ -9,10 +9,12 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from leo_activation import __version__
+from leo_activation.dev import corpus
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -164,3 +166,17 @@ def test_no_password_is_ever_printed(argv: list[str]) -> None:
     assert SECRET not in done.stdout + done.stderr
     if argv == ["dev", "status"]:
         assert "postgresql://app:***@127.0.0.1:" in done.stdout
+
+
+def test_publish_of_a_wrong_field_type_is_one_line_not_a_schema_dump(tmp_path: Path) -> None:
+    receipt = corpus.build(5, n_tenants=1, n_profiles=1, n_receipts=1, duplicate_rate=0).topics[
+        "receipts"
+    ][0]
+    path = tmp_path / "receipts.jsonl"
+    path.write_text(json.dumps({**receipt, "status": 12345}) + "\n")
+    code, stderr = run_cli("publish", "--topic", "receipts", str(path), env=NOWHERE)
+    assert code == 1
+    line = assert_one_line(stderr)
+    assert line.startswith(f"leo-activation: {path}:1: ")
+    assert "status is 12345 (int)" in line
+    assert "nothing was published" in line
