@@ -3,6 +3,7 @@ with the documented exit code, never a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from leo_activation import __version__
+from leo_activation.cli import build_parser
 from leo_activation.dev import corpus
 
 
@@ -180,3 +182,39 @@ def test_publish_of_a_wrong_field_type_is_one_line_not_a_schema_dump(tmp_path: P
     assert line.startswith(f"leo-activation: {path}:1: ")
     assert "status is 12345 (int)" in line
     assert "nothing was published" in line
+
+
+def _leaf_commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [path]
+    return [leaf for name, child in subs[0].choices.items()
+            for leaf in _leaf_commands(child, (*path, name))]  # fmt: skip
+
+
+# what each sub-command requires, to be parsed at all
+REQUIRED = {
+    ("publish",): ["--topic", "commands", "f.jsonl"],
+    ("trace", "delivery"): ["x", "--tenant", "t"],
+    ("trace", "profile"): ["x", "--tenant", "t"],
+    ("replay",): ["--group", "g", "--topic", "commands", "--from-offset", "0"],
+    ("dead-letters", "redrive"): ["1"],
+}
+FLAGS = ["--bootstrap", "b:1", "--log-level", "DEBUG", "--log-format", "text"]
+
+
+@pytest.mark.parametrize("command", _leaf_commands(build_parser()), ids=" ".join)
+def test_every_sub_command_takes_the_global_flags_before_or_after_it(
+    command: tuple[str, ...],
+) -> None:
+    argv = [*command, *REQUIRED.get(command, [])]
+    for args in (
+        build_parser().parse_args([*FLAGS, *argv]),
+        build_parser().parse_args([*argv, *FLAGS]),
+        build_parser().parse_args(["--bootstrap", "before:1", *argv, *FLAGS]),  # after wins
+    ):
+        assert (args.kafka_bootstrap, args.log_level, args.log_format) == ("b:1", "DEBUG", "text")
+    untouched = build_parser().parse_args(["--log-level", "ERROR", *argv])
+    assert (untouched.log_level, untouched.kafka_bootstrap) == ("ERROR", None)
