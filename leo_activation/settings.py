@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import SecretStr
+
 TOPIC_SUFFIXES = {
     "profile-changes": "cdp.profile-changes",
     "commands": "activation.commands",
@@ -48,6 +50,21 @@ class Settings:
     # partitions of the topics ``ensure_topics`` creates (the dead-letter topic always has one)
     topic_partitions: int = 6
     extra_kafka: Mapping[str, Any] = field(default_factory=dict)
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_config_file: str | None = None
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    schema_registry_ca_location: str | None = None
+    topic_replication_factor: int = 3
+    topic_min_insync_replicas: int = 2
+    kafka_startup_timeout_s: float = 120.0
 
     def topic(self, logical: str) -> str:
         """Physical topic name for a logical one (``receipts`` -> ``leo.delivery.receipts``)."""
@@ -130,4 +147,29 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         batch_timeout_s=float(env.get("LEO_BATCH_TIMEOUT_S", "0.5")),
         metrics_port=_int(env, "LEO_METRICS_PORT", None),
         topic_partitions=topic_partitions,
+        extra_kafka={
+            name[len("LEO_KAFKA__") :].lower().replace("_", "."): value
+            for name, value in env.items()
+            if name.startswith("LEO_KAFKA__")
+        },
+        kafka_security_protocol=env.get("LEO_KAFKA_SECURITY_PROTOCOL") or None,
+        kafka_sasl_mechanism=env.get("LEO_KAFKA_SASL_MECHANISM") or None,
+        kafka_sasl_username=env.get("LEO_KAFKA_SASL_USERNAME") or None,
+        kafka_sasl_password=_secret(env, "LEO_KAFKA_SASL_PASSWORD"),
+        kafka_ssl_ca_location=env.get("LEO_KAFKA_SSL_CA_LOCATION") or None,
+        kafka_ssl_certificate_location=env.get("LEO_KAFKA_SSL_CERTIFICATE_LOCATION") or None,
+        kafka_ssl_key_location=env.get("LEO_KAFKA_SSL_KEY_LOCATION") or None,
+        kafka_ssl_key_password=_secret(env, "LEO_KAFKA_SSL_KEY_PASSWORD"),
+        kafka_config_file=env.get("LEO_KAFKA_CONFIG") or None,
+        schema_registry_username=env.get("LEO_SCHEMA_REGISTRY_USERNAME") or None,
+        schema_registry_password=_secret(env, "LEO_SCHEMA_REGISTRY_PASSWORD"),
+        schema_registry_ca_location=env.get("LEO_SCHEMA_REGISTRY_CA_LOCATION") or None,
+        topic_replication_factor=_int(env, "LEO_TOPIC_REPLICATION_FACTOR", 3) or 3,
+        topic_min_insync_replicas=_int(env, "LEO_TOPIC_MIN_INSYNC_REPLICAS", 2) or 2,
+        kafka_startup_timeout_s=float(env.get("LEO_KAFKA_STARTUP_TIMEOUT_S") or 120.0),
     )
+
+
+def _secret(env: Mapping[str, str], name: str) -> SecretStr | None:
+    raw = env.get(name)
+    return SecretStr(raw) if raw else None
