@@ -104,29 +104,6 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     return {key: _reveal(value) for key, value in config.items()}
 
 
-def secret_values(settings: Settings) -> list[str]:
-    """Every configured secret's value, to be kept out of anything printed."""
-    values = [
-        secret.get_secret_value()
-        for secret in (
-            settings.kafka_sasl_password,
-            settings.kafka_ssl_key_password,
-            settings.schema_registry_password,
-        )
-        if secret is not None
-    ]
-    passthrough = {**_properties_file(settings.kafka_config_file), **settings.extra_kafka}
-    values += [str(_reveal(v)) for k, v in passthrough.items() if _is_secret_key(k)]
-    return [value for value in values if value]
-
-
-def _is_secret_key(key: str) -> bool:
-    key = key.lower()
-    return any(word in key for word in ("password", "secret", "sasl.oauthbearer.config")) or (
-        "key" in key and "location" not in key
-    )
-
-
 def _config(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:
     return {**config, **connection_config(settings)}
 
@@ -207,10 +184,27 @@ class _Admin(AdminClient):
             self.refused.append(error)
 
 
+def _is_secret(key: str) -> bool:
+    key = key.lower()
+    return any(word in key for word in ("password", "secret", "sasl.oauthbearer.config")) or (
+        "key" in key and "location" not in key
+    )
+
+
 def admin_client(settings: Settings, *, wait: bool = True) -> _Admin:
     """The admin client; by default once the cluster answers (``wait_for_cluster``), so every
-    command that starts with one waits for the cluster, and fails at once on a refused login."""
-    admin = _Admin(_config(settings, {}))
+    command that starts with one waits for the cluster, and fails at once on a refused login.
+    Every command makes one first, so a malformed client configuration is reported here."""
+    config = _config(settings, {})
+    try:
+        admin = _Admin(config)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc
+        message = str(reason)
+        for key, value in config.items():  # librdkafka may quote a value; never a secret one
+            if _is_secret(key) and value:
+                message = message.replace(str(value), "***")
+        raise SettingsError(f"Kafka client configuration: {message}") from None
     if wait:
         wait_for_cluster(settings, admin)
     return admin
@@ -291,8 +285,9 @@ def wait_for_cluster(settings: Settings, admin: _Admin) -> ClusterMetadata:
             with step:
                 return attempt()
     except _NoCluster as exc:
+        bootstrap = connection_config(settings)["bootstrap.servers"]
         raise LeoError(
-            f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:g}s "
+            f"Kafka at {bootstrap} did not answer within {timeout:g}s "
             f"(LEO_KAFKA_STARTUP_TIMEOUT_S): {exc}"
         ) from None
     raise AssertionError("unreachable: Retrying either returns or raises")

@@ -269,6 +269,28 @@ def test_named_settings_override_passthrough_variables_which_override_the_proper
     assert named_bootstrap["bootstrap.servers"] == "named:9092"
 
 
+@pytest.mark.parametrize(
+    ("variables", "reason"),
+    [
+        (
+            {"LEO_KAFKA__NO_SUCH_PROPERTY": "x"},
+            'No such configuration property: "no.such.property"',
+        ),
+        ({"LEO_KAFKA_CONFIG": "/nonexistent/client.properties"}, "/nonexistent/client.properties"),
+    ],
+)
+def test_a_malformed_client_configuration_is_one_line_and_exit_2(
+    variables: dict[str, str], reason: str
+) -> None:
+    result = Cli({"LEO_KAFKA_BOOTSTRAP": "127.0.0.1:9", **variables}).run(
+        "replay", "--group", "g", "--topic", "receipts", "--from-offset", "0"
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("leo-activation: ")
+    assert reason in result.stderr
+
+
 # ---------------------------------------------------------------------- Schema Registry
 class _Registry(BaseHTTPRequestHandler):
     """A registry answering one registration, to users it knows (over TLS)."""
