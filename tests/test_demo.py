@@ -48,8 +48,6 @@ def test_demo_tells_the_story_and_is_idempotent(
     monkeypatch.setenv("LEO_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     monkeypatch.setenv("LEO_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("LEO_ADMIN_DATABASE_URL", settings.admin_database_url)
-    monkeypatch.setenv("LEO_TOPIC_REPLICATION_FACTOR", "1")
-    monkeypatch.setenv("LEO_TOPIC_MIN_INSYNC_REPLICAS", "1")
     decoy = settings.topic_prefix.rstrip(".") + "-env."
     monkeypatch.setenv("LEO_TOPIC_PREFIX", decoy)  # the demo must not write into these
     code = main(["demo", "--topic-prefix", settings.topic_prefix, "--idle", "1.5"])
