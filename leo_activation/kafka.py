@@ -2,9 +2,9 @@
 
 Settings become librdkafka configuration here and nowhere else: the engine's consumer, the
 producers, the readers, the metadata consumer and the admin client. What reaches the cluster
-(security, and any librdkafka property: the ``LEO_KAFKA_CONFIG`` properties file, then the
-``LEO_KAFKA__*`` variables in ``Settings.extra_kafka``, then the named settings, each overriding
-the one before) is applied to each of them alike.
+is applied to each of them alike: ``Settings.extra_kafka`` (any librdkafka property: the
+``LEO_KAFKA_CONFIG`` properties file, overridden by ``LEO_KAFKA__*`` variables), overridden by
+the named security settings.
 
 Keys keep per-key order: commands by tenant, CDP changes by tenant + profile, requests
 and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
@@ -18,10 +18,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-import javaproperties
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -45,7 +43,7 @@ from tenacity import (
 )
 
 from leo_activation.errors import LeoError, UsageError, first_line
-from leo_activation.settings import TOPIC_SUFFIXES, Settings, SettingsError
+from leo_activation.settings import TOPIC_SUFFIXES, Settings, SettingsError, is_secret_property
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +65,6 @@ ADMIN_TIMEOUT_S = 30.0
 TRANSACTION_TIMEOUT_MS = 900_000
 
 
-def _properties_file(path: str | None) -> dict[str, str]:
-    if path is None:
-        return {}
-    try:
-        with Path(path).open(encoding="utf-8") as file:
-            loaded: dict[str, str] = javaproperties.load(file)
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"LEO_KAFKA_CONFIG={path}: cannot read it ({exc})") from None
-    return loaded
-
-
 def _reveal(value: Any) -> Any:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
 
@@ -94,8 +81,7 @@ def connection_config(settings: Settings) -> dict[str, Any]:
         "ssl.key.location": settings.kafka_ssl_key_location,
         "ssl.key.password": settings.kafka_ssl_key_password,
     }
-    config: dict[str, Any] = {
-        **_properties_file(settings.kafka_config_file),
+    config: dict[str, Any] = {  # extra_kafka: the properties file under LEO_KAFKA__*
         **settings.extra_kafka,
         **{key: value for key, value in named.items() if value is not None},
     }
@@ -184,13 +170,6 @@ class _Admin(AdminClient):
             self.refused.append(error)
 
 
-def _is_secret(key: str) -> bool:
-    key = key.lower()
-    return any(word in key for word in ("password", "secret", "sasl.oauthbearer.config")) or (
-        "key" in key and "location" not in key
-    )
-
-
 def admin_client(settings: Settings, *, wait: bool = True) -> _Admin:
     """The admin client; by default once the cluster answers (``wait_for_cluster``), so every
     command that starts with one waits for the cluster, and fails at once on a refused login.
@@ -202,7 +181,7 @@ def admin_client(settings: Settings, *, wait: bool = True) -> _Admin:
         reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc
         message = str(reason)
         for key, value in config.items():  # librdkafka may quote a value; never a secret one
-            if _is_secret(key) and value:
+            if is_secret_property(key) and value:
                 message = message.replace(str(value), "***")
         raise SettingsError(f"Kafka client configuration: {message}") from None
     if wait:
