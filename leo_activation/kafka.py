@@ -84,9 +84,9 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {  # extra_kafka: the properties file under LEO_KAFKA__*
         **settings.extra_kafka,
         **{key: value for key, value in named.items() if value is not None},
+        # always LEO_KAFKA_BOOTSTRAP, the address every command and message names
+        "bootstrap.servers": settings.require_kafka(),
     }
-    if settings.kafka_bootstrap or "bootstrap.servers" not in config:
-        config["bootstrap.servers"] = settings.require_kafka()
     return {key: _reveal(value) for key, value in config.items()}
 
 
