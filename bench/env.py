@@ -99,6 +99,8 @@ class BenchEnv:
             admin_database_url=database.admin_url,
             topic_prefix=prefix,
             group_id=f"bench-{self.run_id}-{group}",
+            topic_replication_factor=1,  # the local single-broker stack
+            topic_min_insync_replicas=1,
         )
         return base.with_overrides(**overrides)
 

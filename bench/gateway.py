@@ -202,7 +202,10 @@ def bench_gateway(env: BenchEnv, report: Any, _sizes: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{port}"
     child_env = {**os.environ, "LEO_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
                  "LEO_DATABASE_URL": database.app_url, "LEO_TOPIC_PREFIX": prefix,
-                 "LEO_GROUP_ID": settings.group_id}  # fmt: skip
+                 "LEO_GROUP_ID": settings.group_id,
+                 "LEO_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
+                 "LEO_TOPIC_MIN_INSYNC_REPLICAS": str(settings.topic_min_insync_replicas),
+                 }  # fmt: skip
     leo = [sys.executable, "-m", "leo_activation"]
     gateway_argv = [*leo, "gateway", "--host", "127.0.0.1", "--port", str(port),
                     "--config", str(config)]  # fmt: skip

@@ -134,7 +134,7 @@ def self_check(topic: str, messages: Iterable[Message], sample: int = 50) -> Non
 def publish(settings: Settings, topic: str, messages: Iterable[Message]) -> int:
     """Encode with the product's codec and produce with the product's keys; returns the count."""
     ensure_topics(settings)
-    codec = make_codec(settings.schema_registry_url)
+    codec = make_codec(settings)
     producer = TopicProducer(settings, codec=codec)
     physical = settings.topic(topic)
     n = 0

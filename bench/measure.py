@@ -101,7 +101,7 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
 
 def decode_only_rate(settings: Settings, topic: str, expected: int, group: str) -> Rate:
     """Ceiling (a): a bare consumer of the same topic that only decodes each message."""
-    codec = make_codec(settings.schema_registry_url)
+    codec = make_codec(settings)
     consumer = Consumer(consumer_config(settings, group))
     consumer.subscribe([settings.topic(topic)])
     count, first, last = 0, None, 0.0
@@ -197,7 +197,7 @@ def naive_rate(
     transaction, as the application role) and one commit per message. Its offsets are stored
     after each commit and auto-committed in the background, the cheapest honest way to commit
     them; so the naive figure is, if anything, flattering."""
-    codec = make_codec(settings.schema_registry_url)
+    codec = make_codec(settings)
     config = consumer_config(settings, group)
     config |= {"enable.auto.commit": True, "auto.commit.interval.ms": 1000}
     consumer = Consumer(config)

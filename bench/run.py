@@ -411,6 +411,8 @@ def _consume_peak_rss(env: BenchEnv, backlog: int, batch: int) -> tuple[float, f
         "LEO_ADMIN_DATABASE_URL": database.admin_url,
         "LEO_TOPIC_PREFIX": prefix,
         "LEO_GROUP_ID": settings.group_id,
+        "LEO_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
+        "LEO_TOPIC_MIN_INSYNC_REPLICAS": str(settings.topic_min_insync_replicas),
     }
     argv = [sys.executable, "-m", "leo_activation", "consume", "--until-idle", "3",
             "--batch-size", str(batch)]  # fmt: skip

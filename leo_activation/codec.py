@@ -37,6 +37,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from leo_activation.errors import LeoError, PoisonMessage, first_line
 from leo_activation.resources import schemas_dir
+from leo_activation.settings import Settings
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 REGISTRY_RETRY_S = 60.0  # how long decoding waits for an unavailable Schema Registry
@@ -194,9 +195,14 @@ class RegistryCodec:
     """Confluent wire format through a Schema Registry (``mock://`` works for tests)."""
 
     def __init__(
-        self, url: str, cat: Catalog | None = None, retry_s: float = REGISTRY_RETRY_S
+        self,
+        url: str,
+        cat: Catalog | None = None,
+        retry_s: float = REGISTRY_RETRY_S,
+        client_config: Mapping[str, Any] | None = None,
     ) -> None:
-        self.client = SchemaRegistryClient.new_client({"url": url})  # mock:// for tests
+        # mock:// for tests; client_config: authentication and TLS (registry_config)
+        self.client = SchemaRegistryClient.new_client({**(client_config or {}), "url": url})
         self.catalog = cat or catalog()
         self.retry_s = retry_s
         self._ids: dict[str, int] = {}
@@ -276,5 +282,20 @@ def _registry_transient(exc: BaseException) -> bool:
     return True
 
 
-def make_codec(schema_registry_url: str | None) -> Codec:
-    return RegistryCodec(schema_registry_url) if schema_registry_url else SingleObjectCodec()
+def registry_config(settings: Settings) -> dict[str, Any]:
+    """The Schema Registry client's basic authentication and TLS trust, from the settings."""
+    config: dict[str, Any] = {}
+    if settings.schema_registry_username is not None:
+        secret = settings.schema_registry_password
+        password = secret.get_secret_value() if secret is not None else ""
+        config["basic.auth.user.info"] = f"{settings.schema_registry_username}:{password}"
+    if settings.schema_registry_ca_location is not None:
+        config["ssl.ca.location"] = settings.schema_registry_ca_location
+    return config
+
+
+def make_codec(settings: Settings | None) -> Codec:
+    """The Schema Registry codec when the settings name a registry, else single-object Avro."""
+    if settings is None or not settings.schema_registry_url:
+        return SingleObjectCodec()
+    return RegistryCodec(settings.schema_registry_url, client_config=registry_config(settings))

@@ -1,8 +1,10 @@
 """Every Kafka client this package makes, and what it asks of topics.
 
 Settings become librdkafka configuration here and nowhere else: the engine's consumer, the
-producers, the readers, the metadata consumer and the admin client; ``Settings.extra_kafka`` is
-applied to each of them.
+producers, the readers, the metadata consumer and the admin client. What reaches the cluster
+is applied to each of them alike: ``Settings.extra_kafka`` (any librdkafka property: the
+``LEO_KAFKA_CONFIG`` properties file, overridden by ``LEO_KAFKA__*`` variables), overridden by
+the named security settings.
 
 Keys keep per-key order: commands by tenant, CDP changes by tenant + profile, requests
 and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
@@ -12,6 +14,7 @@ topic has a single partition, so a dead letter's offset alone names it (``dead-l
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -27,11 +30,23 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._metadata import ClusterMetadata
 from confluent_kafka.cimpl import NewTopic
+from pydantic import SecretStr
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from leo_activation import kafka_log
-from leo_activation.errors import LeoError, UsageError
-from leo_activation.settings import TOPIC_SUFFIXES, Settings
+from leo_activation.errors import LeoError, UsageError, first_line
+from leo_activation.settings import TOPIC_SUFFIXES, Settings, SettingsError, is_secret_property
+
+log = logging.getLogger(__name__)
 
 INPUT_TOPICS = ("commands", "profile-changes", "receipts")
 KEY_FIELDS: dict[str, tuple[str, ...]] = {
@@ -51,10 +66,33 @@ ADMIN_TIMEOUT_S = 30.0
 TRANSACTION_TIMEOUT_MS = 900_000
 
 
+def _reveal(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """How every client reaches the cluster: bootstrap, security and passthrough properties."""
+    named = {
+        "security.protocol": settings.kafka_security_protocol,
+        "sasl.mechanism": settings.kafka_sasl_mechanism,
+        "sasl.username": settings.kafka_sasl_username,
+        "sasl.password": settings.kafka_sasl_password,
+        "ssl.ca.location": settings.kafka_ssl_ca_location,
+        "ssl.certificate.location": settings.kafka_ssl_certificate_location,
+        "ssl.key.location": settings.kafka_ssl_key_location,
+        "ssl.key.password": settings.kafka_ssl_key_password,
+    }
+    config: dict[str, Any] = {  # extra_kafka: the properties file under LEO_KAFKA__*
+        **settings.extra_kafka,
+        **{key: value for key, value in named.items() if value is not None},
+        # always LEO_KAFKA_BOOTSTRAP, the address every command and message names
+        "bootstrap.servers": settings.require_kafka(),
+    }
+    return {key: _reveal(value) for key, value in config.items()}
+
+
 def _config(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:
-    return kafka_log.with_logger(
-        {"bootstrap.servers": settings.require_kafka(), **config, **settings.extra_kafka}
-    )
+    return kafka_log.with_logger({**config, **connection_config(settings)})
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
@@ -120,8 +158,36 @@ def producer_config(
     return config
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(_config(settings, {}))
+class _Admin(AdminClient):
+    """An admin client that remembers the cluster refusing its login (librdkafka reports that
+    only to ``error_cb``; its requests merely time out)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.refused: list[KafkaError] = []
+        super().__init__({**config, "error_cb": self._on_error})  # type: ignore[dict-item]
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            self.refused.append(error)
+
+
+def admin_client(settings: Settings, *, wait: bool = True) -> _Admin:
+    """The admin client; by default once the cluster answers (``wait_for_cluster``), so every
+    command that starts with one waits for the cluster, and fails at once on a refused login.
+    Every command makes one first, so a malformed client configuration is reported here."""
+    config = _config(settings, {})
+    try:
+        admin = _Admin(config)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc
+        message = str(reason)
+        for key, value in config.items():  # librdkafka may quote a value; never a secret one
+            if is_secret_property(key) and value:
+                message = message.replace(str(value), "***")
+        raise SettingsError(f"Kafka client configuration: {message}") from None
+    if wait:
+        wait_for_cluster(settings, admin)
+    return admin
 
 
 def reader(settings: Settings, purpose: str) -> Consumer:
@@ -152,32 +218,132 @@ def metadata_consumer(settings: Settings) -> Consumer:
     )
 
 
-def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -> None:
-    """Create any missing topic of this deployment (idempotent)."""
-    admin = admin_client(settings)
+# One metadata request of the start-up wait: short, so a refused login is reported in seconds.
+STARTUP_ATTEMPT_S = 2.0
+
+
+class _NoCluster(Exception):
+    """One start-up attempt found no answering broker (retried until the start-up deadline)."""
+
+
+def _log_attempt(state: RetryCallState) -> None:
+    delay = state.next_action.sleep if state.next_action else 0.0
+    outcome = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "Kafka does not answer yet (attempt %d: %s); next try in %.1fs",
+        state.attempt_number,
+        outcome,
+        delay,
+    )
+
+
+def wait_for_cluster(settings: Settings, admin: _Admin) -> ClusterMetadata:
+    """The cluster's metadata, waiting for a broker up to ``kafka_startup_timeout_s`` (backing
+    off, one log line an attempt). A refused login is not retried: waiting cannot fix it."""
+
+    def attempt() -> ClusterMetadata:
+        try:
+            metadata = admin.list_topics(timeout=STARTUP_ATTEMPT_S)
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb
+            if admin.refused:
+                raise LeoError(f"Kafka refused the login: {admin.refused[0].str()}") from None
+            raise _NoCluster(first_line(exc)) from None
+        if not metadata.brokers:
+            raise _NoCluster("no broker in the metadata")
+        return metadata
+
+    timeout = settings.kafka_startup_timeout_s
     try:
-        brokers = len(admin.list_topics(timeout=15).brokers)
-    except KafkaException as exc:
-        raise LeoError(f"Kafka at {settings.kafka_bootstrap} does not answer: {exc}") from exc
-    existing = set(admin.list_topics(timeout=15).topics)
+        for step in Retrying(
+            stop=stop_after_delay(timeout),
+            wait=wait_exponential(multiplier=0.5, max=10),
+            retry=retry_if_exception_type(_NoCluster),
+            before_sleep=_log_attempt,
+            reraise=True,
+        ):
+            with step:
+                return attempt()
+    except _NoCluster as exc:
+        bootstrap = connection_config(settings)["bootstrap.servers"]
+        raise LeoError(
+            f"Kafka at {bootstrap} did not answer within {timeout:g}s "
+            f"(LEO_KAFKA_STARTUP_TIMEOUT_S): {exc}"
+        ) from None
+    raise AssertionError("unreachable: Retrying either returns or raises")
+
+
+def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -> None:
+    """Create any missing topic of this deployment (idempotent), with the replication factor
+    and ``min.insync.replicas`` of the settings; warn of existing ones below them. Waits for
+    the cluster first (``wait_for_cluster``)."""
+    admin = admin_client(settings, wait=False)
+    metadata = wait_for_cluster(settings, admin)
+    names = [settings.topic(name) for name in logical]
+    missing = [name for name in logical if settings.topic(name) not in metadata.topics]
+    _warn_weak_topics(settings, admin, metadata, [n for n in names if n in metadata.topics])
+    if not missing:
+        return
+    replicas, brokers = settings.topic_replication_factor, len(metadata.brokers)
+    if brokers < replicas:
+        raise LeoError(
+            f"cannot create {settings.topic(missing[0])} and {len(missing) - 1} more topics with "
+            f"replication factor {replicas}: only {brokers} broker(s) live "
+            "(LEO_TOPIC_REPLICATION_FACTOR; a single-broker cluster needs 1)"
+        )
     wanted = [
         NewTopic(
             settings.topic(name),
             num_partitions=1 if name == "dead-letters" else settings.topic_partitions,
-            replication_factor=min(3, brokers),
-            config={"retention.ms": "-1"} if name != "delivery-requests" else {},
+            replication_factor=replicas,
+            config={
+                "min.insync.replicas": str(settings.topic_min_insync_replicas),
+                **({"retention.ms": "-1"} if name != "delivery-requests" else {}),
+            },
         )
-        for name in logical
-        if settings.topic(name) not in existing
+        for name in missing
     ]
-    if not wanted:
-        return
     for topic, future in admin.create_topics(wanted, operation_timeout=30).items():
         try:
             future.result()
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise LeoError(f"cannot create topic {topic}: {exc}") from exc
+
+
+def _warn_weak_topics(
+    settings: Settings, admin: AdminClient, metadata: ClusterMetadata, topics: list[str]
+) -> None:
+    """One warning line per topic whose replication or ``min.insync.replicas`` is below the
+    settings: ``acks=all`` is then acknowledged by fewer copies than the deployment asks for."""
+    if not topics:
+        return
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
+    futures = admin.describe_configs(resources, request_timeout=ADMIN_TIMEOUT_S)
+    for resource, future in futures.items():
+        topic = resource.name
+        replicas = min(len(p.replicas) for p in metadata.topics[topic].partitions.values())
+        try:
+            entry = future.result().get("min.insync.replicas")
+        except KafkaException as exc:
+            log.warning("cannot read the configuration of topic %s: %s", topic, first_line(exc))
+            continue
+        min_isr = int(entry.value) if entry is not None and entry.value else 1
+        if (
+            replicas < settings.topic_replication_factor
+            or min_isr < settings.topic_min_insync_replicas
+        ):
+            log.warning(
+                "topic %s has replication factor %d and min.insync.replicas %d, below the "
+                "settings' %d and %d (LEO_TOPIC_REPLICATION_FACTOR, "
+                "LEO_TOPIC_MIN_INSYNC_REPLICAS): raise them with kafka-reassign-partitions "
+                "and kafka-configs",
+                topic,
+                replicas,
+                min_isr,
+                settings.topic_replication_factor,
+                settings.topic_min_insync_replicas,
+            )
 
 
 def topic_partitions(admin: AdminClient, physical: str) -> list[int]:

@@ -1,3 +1,3 @@
 """Shared pytest configuration; the fixtures live in topical plugins (``tests/fix_*.py``)."""
 
-pytest_plugins = ["tests.fix_stack", "tests.fix_db", "tests.fix_app"]
+pytest_plugins = ["tests.fix_stack", "tests.fix_db", "tests.fix_app", "tests.fix_security"]

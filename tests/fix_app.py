@@ -35,6 +35,9 @@ def deployment_settings(stack: Endpoints, db: DbUrls, topic_prefix: str) -> Sett
         group_id=f"g-{uuid.uuid4().hex[:8]}",
         batch_size=500,
         batch_timeout_s=0.2,
+        # one broker: the production defaults (3 and 2) could not be met
+        topic_replication_factor=1,
+        topic_min_insync_replicas=1,
     )
 
 

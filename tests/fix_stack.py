@@ -173,6 +173,16 @@ def local_stack_home(running_stack: Stack) -> Path:
     return running_stack.home
 
 
+@pytest.fixture(autouse=True)
+def single_broker_durability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in-process (``cli.main`` reads the environment) create topics with one
+    replica, as ``dev status --env`` exports for the one-broker stack; a stack given by the
+    environment may say otherwise."""
+    for name in ("LEO_TOPIC_REPLICATION_FACTOR", "LEO_TOPIC_MIN_INSYNC_REPLICAS"):
+        if name not in os.environ:
+            monkeypatch.setenv(name, "1")
+
+
 @pytest.fixture(scope="session")
 def kafka_admin(stack: Endpoints) -> AdminClient:
     return AdminClient({"bootstrap.servers": stack.kafka_bootstrap})

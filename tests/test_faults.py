@@ -77,6 +77,8 @@ def app_settings(
         group_id=f"f-{uuid.uuid4().hex[:8]}",
         batch_size=500,
         batch_timeout_s=0.2,
+        topic_replication_factor=1,
+        topic_min_insync_replicas=1,
     )
 
 
@@ -228,6 +230,8 @@ def consumer_env(settings: Settings) -> dict[str, str]:
         "LEO_TOPIC_PREFIX": settings.topic_prefix,
         "LEO_GROUP_ID": settings.group_id,
         "LEO_BATCH_SIZE": str(settings.batch_size),
+        "LEO_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
+        "LEO_TOPIC_MIN_INSYNC_REPLICAS": str(settings.topic_min_insync_replicas),
     }
 
 
@@ -253,7 +257,15 @@ def big(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Iterato
     prefix = f"fault{uuid.uuid4().hex[:8]}."
     c = big_corpus()
     assert c.count() >= 50_000
-    publish_corpus(Settings(kafka_bootstrap=stack.kafka_bootstrap, topic_prefix=prefix), c)
+    publish_corpus(
+        Settings(
+            kafka_bootstrap=stack.kafka_bootstrap,
+            topic_prefix=prefix,
+            topic_replication_factor=1,
+            topic_min_insync_replicas=1,
+        ),
+        c,
+    )
     try:
         with fresh_database(stack, db_template) as urls:
             settings = app_settings(stack, urls, prefix, output_prefix=f"{prefix}clean.")

@@ -83,6 +83,8 @@ def app_env(settings: Settings) -> dict[str, str]:
         LEO_ADMIN_DATABASE_URL=settings.admin_database_url,
         LEO_TOPIC_PREFIX=settings.topic_prefix,
         LEO_TOPIC_PARTITIONS=os.environ.get("LEO_TOPIC_PARTITIONS", "6"),
+        LEO_TOPIC_REPLICATION_FACTOR=str(settings.topic_replication_factor),
+        LEO_TOPIC_MIN_INSYNC_REPLICAS=str(settings.topic_min_insync_replicas),
     )
     return env
 

@@ -348,7 +348,7 @@ class Demo:
         self.out = out
         self.idle = idle
         self.progress = Progress(out, self.STEPS)
-        self.codec = make_codec(settings.schema_registry_url)
+        self.codec = make_codec(settings)
         self.tenants = corpus.tenants(DEMO_SEED, 2)
 
     def say(self, text: str = "") -> None:

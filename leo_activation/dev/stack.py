@@ -69,6 +69,16 @@ class Endpoints:
     admin_database_url: str
 
 
+@dataclass(frozen=True)
+class SaslListener:
+    """A SASL_SSL listener (SCRAM-SHA-512) beside the plaintext one, for tests of secured
+    clients; the broker and its controller keep talking plaintext among themselves."""
+
+    port: int
+    keystore: str  # PEM file: the broker's private key (PKCS#8, unencrypted), then its certificate
+    users: Mapping[str, str]  # name -> password, created when the storage is formatted
+
+
 @dataclass
 class _State:
     """What ``state.json`` persists between commands."""
@@ -78,6 +88,7 @@ class _State:
     postgres_port: int
     cluster_id: str
     kafka_pid: int | None = None
+    sasl: SaslListener | None = None
 
     def endpoints(self) -> Endpoints:
         pg = f"127.0.0.1:{self.postgres_port}/{DATABASE}"
@@ -201,7 +212,8 @@ def _load_state(layout: _Layout) -> _State | None:
         raise LeoError(
             f"{layout.state_file} is unreadable ({exc}): delete it and run dev up"
         ) from exc
-    return _State(**raw)
+    sasl = raw.pop("sasl", None)
+    return _State(**raw, sasl=SaslListener(**sasl) if sasl else None)
 
 
 def _save_state(layout: _Layout, state: _State) -> None:
@@ -339,15 +351,28 @@ def _java() -> str:
 def _write_kafka_config(layout: _Layout, state: _State) -> None:
     layout.kafka_data.mkdir(parents=True, exist_ok=True)
     controller = f"127.0.0.1:{state.controller_port}"
+    plaintext = f"PLAINTEXT://127.0.0.1:{state.kafka_port}"
+    listeners, advertised, protocols = f"{plaintext},CONTROLLER://{controller}", plaintext, ""
+    sasl_config = ""
+    if state.sasl is not None:
+        secured = f"SASL_SSL://127.0.0.1:{state.sasl.port}"
+        listeners, advertised = f"{listeners},{secured}", f"{plaintext},{secured}"
+        protocols = ",SASL_SSL:SASL_SSL"
+        sasl_config = f"""sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\\
+  org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location={state.sasl.keystore}
+"""
     layout.kafka_properties.write_text(
         f"""# Written by leo-activation dev up on every start; edits are overwritten.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{controller}
-listeners=PLAINTEXT://127.0.0.1:{state.kafka_port},CONTROLLER://{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{state.kafka_port}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.listener.names=CONTROLLER
+listeners={listeners}
+advertised.listeners={advertised}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}
+{sasl_config}controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={layout.kafka_data}
 num.partitions=3
@@ -392,8 +417,11 @@ def _kafka_running(layout: _Layout, state: _State) -> bool:
     return _alive(state.kafka_pid, str(layout.kafka_properties))
 
 
-def _start_kafka(layout: _Layout) -> None:
+def _start_kafka(layout: _Layout, sasl: SaslListener | None = None) -> None:
     state = _state(layout)
+    if sasl is not None and state.sasl != sasl:
+        state.sasl = sasl
+        _save_state(layout, state)
     if not _kafka_running(layout, state):
         java = _java()
         libs = _kafka_libs()
@@ -407,9 +435,11 @@ def _start_kafka(layout: _Layout) -> None:
                f"-Dlog4j2.configurationFile={layout.kafka_dir / 'log4j2.xml'}",
                "-cp", f"{libs}/*"]  # fmt: skip
         if not (layout.kafka_data / "meta.properties").is_file():
+            users = state.sasl.users.items() if state.sasl else ()
+            scram = [f"--add-scram=SCRAM-SHA-512=[name={n},password={p}]" for n, p in users]
             result = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", state.cluster_id,
-                 "-c", str(layout.kafka_properties)],
+                 "-c", str(layout.kafka_properties), *scram],
                 capture_output=True, text=True, check=False, timeout=120,
             )  # fmt: skip
             if result.returncode != 0:
@@ -439,7 +469,9 @@ def _wait_kafka_ready(layout: _Layout, state: _State) -> None:
         # Wait for the socket first so librdkafka does not log connection-refused noise.
         if _port_open(state.kafka_port):
             if admin is None:
-                admin = admin_client(Settings(kafka_bootstrap=f"127.0.0.1:{state.kafka_port}"))
+                admin = admin_client(
+                    Settings(kafka_bootstrap=f"127.0.0.1:{state.kafka_port}"), wait=False
+                )
             with contextlib.suppress(KafkaException):
                 if admin.list_topics(timeout=2).brokers:
                     return
@@ -470,7 +502,7 @@ def _stop_kafka(layout: _Layout) -> None:
 
 def _kafka_facts(bootstrap: str) -> dict[str, object]:
     """The cluster the broker says it belongs to, and how many brokers it has."""
-    admin = admin_client(Settings(kafka_bootstrap=bootstrap))
+    admin = admin_client(Settings(kafka_bootstrap=bootstrap), wait=False)
     try:
         cluster = admin.describe_cluster(request_timeout=5).result()
     except KafkaException as exc:
@@ -739,10 +771,11 @@ def stop_kafka(home: Path | None = None) -> None:
         _stop_kafka(layout)
 
 
-def start_kafka(home: Path | None = None) -> None:
+def start_kafka(home: Path | None = None, sasl: SaslListener | None = None) -> None:
+    """Start the broker alone; ``sasl`` adds a secured listener (kept for later starts)."""
     layout = _layout(home)
     with _locked(layout.home / ".lock"):
-        _start_kafka(layout)
+        _start_kafka(layout, sasl)
 
 
 def restart_kafka(home: Path | None = None) -> None:

@@ -112,7 +112,7 @@ class Engine:
         self.settings = settings
         self.logical_topics = list(topics or [h.topic for h in handlers])
         self.group = group or settings.group_id
-        self.codec = make_codec(settings.schema_registry_url)
+        self.codec = make_codec(settings)
         self.on_batch = on_batch
         self.on_idle = on_idle  # after a poll that returned nothing
         self.on_retry = on_retry  # "db" or "kafka", each time a transient fault is retried

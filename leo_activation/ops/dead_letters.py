@@ -47,7 +47,7 @@ def _codec(settings: Settings, value: bytes | None) -> Codec:
             raise PoisonMessage(
                 "needs_registry", "written in Schema Registry format; set LEO_SCHEMA_REGISTRY_URL"
             )
-        return make_codec(settings.schema_registry_url)
+        return make_codec(settings)
     return SingleObjectCodec()
 
 

@@ -34,7 +34,7 @@ class TopicProducer:
         transaction_timeout_ms: int = TRANSACTION_TIMEOUT_MS,
     ) -> None:
         self.settings = settings
-        self.codec = codec or make_codec(settings.schema_registry_url)
+        self.codec = codec or make_codec(settings)
         self.producer = Producer(producer_config(settings, transactional, transaction_timeout_ms))
         self._failures: list[str] = []
         if transactional:
