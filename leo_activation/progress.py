@@ -81,14 +81,19 @@ def bar(description: str, total: float | None = None, unit: str = "") -> Iterato
         yield Bar()
         return
     console = Console(stderr=True, force_terminal=True)
+    counted: list[ProgressColumn] = []
+    if total is not None or unit:  # a step of no countable size: a spinner and the time spent
+        counted = [
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            _Rate(),
+            TimeRemainingColumn(),
+        ]
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[unit]}"),
-        _Rate(),
-        TimeRemainingColumn(),
+        *counted,
         TimeElapsedColumn(),
         console=console,
         transient=True,
