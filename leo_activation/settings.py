@@ -52,6 +52,9 @@ ENV_PREFIX = "LEO_"
 KAFKA_PROPERTY_PREFIX = "LEO_KAFKA__"
 #: fields read from a variable other than LEO_<FIELD>
 ENV_NAMES = {"kafka_config_file": "LEO_KAFKA_CONFIG"}
+#: fields no variable sets: extra_kafka is LEO_KAFKA__* and the properties file; output_prefix is
+#: verify's own redirection of its outputs, never a deployment's
+_NOT_FROM_ENV = ("extra_kafka", "output_prefix")
 #: fields whose CLI flag is not --<field-name>
 FLAG_NAMES = {"kafka_bootstrap": "--bootstrap", "group_id": "--group"}
 MASK = "***"
@@ -158,7 +161,8 @@ class _EnvSource(EnvSettingsSource):
             data.pop(field, None)
             if self.env_vars.get(name.lower()):
                 data[field] = self.env_vars[name.lower()]
-        data.pop("extra_kafka", None)
+        for field in _NOT_FROM_ENV:
+            data.pop(field, None)
         prefix = KAFKA_PROPERTY_PREFIX.lower()
         extra = {
             name[len(prefix) :].replace("_", "."): value
@@ -240,7 +244,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "text", "json"] = Field(
         "auto", description="auto, text or json (auto: text on a terminal, else json)"
     )
-    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    # None: INFO for the long-running services (consume, gateway), WARNING for one-shot commands
+    log_level: LogLevel | None = Field(None, description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     progress_interval_s: Seconds = Field(30.0, description="a number of seconds > 0")
 
     def __init__(self, **values: Any) -> None:

@@ -3,13 +3,19 @@ with the documented exit code, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from leo_activation import __version__
 from leo_activation.db import connect
+from leo_activation.dev import corpus
 from leo_activation.kafka import ensure_topics
 from leo_activation.migrate import MIGRATE_LOCK_KEY
 from leo_activation.settings import Settings
@@ -46,10 +52,146 @@ def test_consume_refuses_an_output_topic(topic: str) -> None:
     assert "commands, profile-changes, receipts" in line
 
 
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# a stack nobody runs: what a command must not reach before it has checked its settings
+NOWHERE = {
+    "LEO_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}",
+    "LEO_DATABASE_URL": f"postgresql://app:{'pw-' + 'x' * 8}@127.0.0.1:{closed_port()}/leo",
+}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["consume", "--batch-size", "-5"], {}, "--batch-size=-5: expected an integer from 1 to"),
+        (["consume", "--batch-size", "2000000"], {}, "--batch-size=2000000: expected an integer"),
+        (["consume"], {"LEO_BATCH_SIZE": "0"}, "LEO_BATCH_SIZE='0': expected an integer from 1"),
+        (
+            ["digest"],
+            {"LEO_BATCH_TIMEOUT_S": "abc"},
+            "LEO_BATCH_TIMEOUT_S='abc': expected a number",
+        ),
+        (["consume", "--metrics-port", "70000"], {}, "--metrics-port=70000: expected a TCP port"),
+        (["dev", "status"], {"LEO_LOG_FORMAT": "xml"}, "LEO_LOG_FORMAT='xml': expected auto, text"),
+        # a global flag after the sub-command is the global flag (here, checked and refused)
+        (["consume", "--log-format", "xml"], {}, "--log-format='xml': expected auto, text or json"),
+        (["digest", "--tables", "--topic-prefix", "a b"], {}, "--topic-prefix='a b': expected"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_exit_2(
+    argv: list[str], env: dict[str, str], expected: str
+) -> None:
+    code, stderr = run_cli(*argv, env={**NOWHERE, **env})
+    assert code == 2
+    line = assert_one_line(stderr)
+    assert line.startswith("leo-activation: ")
+    assert expected in line
+
+
+def test_global_flags_are_accepted_after_the_sub_command() -> None:
+    before = run_cli("--bootstrap", "127.0.0.1:1", "--log-level", "debug", "dev", "status")
+    after = run_cli("dev", "status", "--bootstrap", "127.0.0.1:1", "--log-level", "debug")
+    assert before[0] == after[0] == 0
+
+
+def test_a_usage_error_says_it_once_with_the_commands_usage() -> None:
+    code, stderr = run_cli("consume", "--batch-szie", "5")
+    assert code == 2
+    line = assert_one_line(stderr)
+    assert line.count("leo-activation") == 2  # the prefix, then the usage; not doubled
+    assert line.startswith("leo-activation: consume: unrecognized arguments: --batch-szie 5; ")
+    assert "usage: leo-activation consume [--topics TOPICS" in line
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "leo_activation", "--version"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"leo-activation {__version__}"
+
+
+def test_metrics_port_in_use_is_one_line_exit_1() -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, stderr = run_cli("consume", "--metrics-port", str(port), env=NOWHERE)
+    assert code == 1
+    line = assert_one_line(stderr)
+    assert f"metrics port {port} [--metrics-port, LEO_METRICS_PORT]: Address already in use" in line
+
+
+def test_a_broker_on_a_closed_port_is_a_few_lines_not_hundreds() -> None:
+    code, stderr = run_cli("consume", env=NOWHERE)
+    assert code == 1
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr
+    assert not [line for line in lines if line.startswith("%")]  # librdkafka's own stderr lines
+    assert len(lines) <= 4, stderr
+    # in a pipe the logs are JSON: the start line says where, with no secret
+    start = json.loads(lines[0])
+    assert start["event"] == "start"
+    assert start["brokers"] == NOWHERE["LEO_KAFKA_BOOTSTRAP"]
+    assert start["database"].startswith("127.0.0.1:")
+    assert "pw-" not in stderr
+    assert lines[-1].startswith(f"leo-activation: Kafka at {NOWHERE['LEO_KAFKA_BOOTSTRAP']} ")
+
+    _, text = run_cli("--log-format", "text", "consume", env=NOWHERE)
+    first = text.splitlines()[0]
+    assert re.match(r"\d\d:\d\d:\d\d INFO +leo-activation \S+ consuming ", first), first
+
+
+SECRET = "s3cret-" + "q" * 8
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["dev", "status"], ["--help"], ["consume", "--help"], ["dev", "status", "--help"]],
+)
+def test_no_password_is_ever_printed(argv: list[str]) -> None:
+    env = {
+        "LEO_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}",
+        "LEO_DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:{closed_port()}/leo",
+        "LEO_ADMIN_DATABASE_URL": f"host=127.0.0.1 port={closed_port()} password={SECRET}",
+        "LEO_KAFKA_SASL_PASSWORD": SECRET,
+        "LEO_KAFKA__SASL_OAUTHBEARER_CONFIG": f"secret={SECRET}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "leo_activation", *argv],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    if argv == ["dev", "status"]:
+        assert "postgresql://app:***@127.0.0.1:" in done.stdout
+
+
+def test_publish_of_a_wrong_field_type_is_one_line_not_a_schema_dump(tmp_path: Path) -> None:
+    receipt = corpus.build(5, n_tenants=1, n_profiles=1, n_receipts=1, duplicate_rate=0).topics[
+        "receipts"
+    ][0]
+    path = tmp_path / "receipts.jsonl"
+    path.write_text(json.dumps({**receipt, "status": 12345}) + "\n")
+    code, stderr = run_cli("publish", "--topic", "receipts", str(path), env=NOWHERE)
+    assert code == 1
+    line = assert_one_line(stderr)
+    assert line.startswith(f"leo-activation: {path}:1: ")
+    assert "status is 12345 (int)" in line
+    assert "nothing was published" in line
+
+
 # ---------------------------------------------------------------------- operating rows
 CLOSED = "127.0.0.1:1"  # nothing listens on port 1
-SECRET = "s3cr3t-pw"
-CLOSED_DSN = f"postgresql://leo_app:{SECRET}@{CLOSED}/leo"
+DSN_PASSWORD = "s3cr3t-pw"
+CLOSED_DSN = f"postgresql://leo_app:{DSN_PASSWORD}@{CLOSED}/leo"
 
 
 def run_in(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,7 +208,7 @@ def test_digest_with_the_database_on_a_closed_port_is_one_line() -> None:
     assert code == 1
     line = assert_one_line(stderr)
     assert "digest: database: connection failed" in line
-    assert SECRET not in stderr
+    assert DSN_PASSWORD not in stderr
 
 
 def test_verify_with_the_database_on_a_closed_port_is_one_line(settings: Settings) -> None:
@@ -78,7 +220,7 @@ def test_verify_with_the_database_on_a_closed_port_is_one_line(settings: Setting
     assert done.returncode == 1
     line = assert_one_line(done.stderr)
     assert "verify: database: connection failed" in line
-    assert SECRET not in done.stderr
+    assert DSN_PASSWORD not in done.stderr
 
 
 def test_replay_of_a_group_that_never_committed_warns_in_one_line(settings: Settings) -> None:

@@ -84,9 +84,7 @@ def test_postgres_offers_vector_and_citext(stack: Endpoints) -> None:
     assert sorted(name for (name,) in rows) == ["citext", "vector"]
 
 
-def test_dev_status_env_prints_three_evalable_exports(
-    stack: Endpoints, local_stack_home: Path
-) -> None:
+def test_dev_status_env_prints_evalable_exports(stack: Endpoints, local_stack_home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEO_")}
     env["LEO_DEV_HOME"] = str(local_stack_home)
     command = f"{sys.executable} -m leo_activation dev status --env"
@@ -105,6 +103,8 @@ def test_dev_status_env_prints_three_evalable_exports(
         "export LEO_KAFKA_BOOTSTRAP",
         "export LEO_DATABASE_URL",
         "export LEO_ADMIN_DATABASE_URL",
+        "export LEO_TOPIC_REPLICATION_FACTOR",
+        "export LEO_TOPIC_MIN_INSYNC_REPLICAS",
     ]
     assert evaluated.split() == [
         stack.kafka_bootstrap,

@@ -405,7 +405,7 @@ def run_gateway(
                 "--config",
                 str(path),
                 "--log-format",
-                "human",
+                "text",
             ],
             cwd=REPO,
             env=env,

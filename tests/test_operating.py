@@ -35,8 +35,8 @@ from leo_activation.dev.stack import Endpoints
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.metrics import EngineMetrics
 from leo_activation.engine.stats import BatchStats, Counts
-from leo_activation.jsonlog import JsonFormatter
 from leo_activation.kafka import ensure_topics
+from leo_activation.logs import JsonFormatter
 from leo_activation.ops import replay
 from leo_activation.ops.digest import state_digest
 from leo_activation.producers import TopicProducer

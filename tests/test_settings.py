@@ -15,6 +15,7 @@ from leo_activation.settings import (
     Settings,
     SettingsError,
     dsn_host,
+    env_name,
     from_env,
     is_secret_property,
     mask_dsn,
@@ -203,3 +204,18 @@ def test_dsn_host_names_where_not_who() -> None:
     assert dsn_host("dbname=leo") == "localhost:5432/leo"
     assert dsn_host("not a dsn ===") is None
     assert re.fullmatch(r"[^:]*:\d+/\w*", dsn_host("postgresql:///x") or "")
+
+
+def test_the_readme_documents_every_variable() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Topics and message")]
+    missing = [
+        env_name(field)
+        for field in Settings.model_fields
+        if field not in ("extra_kafka", "output_prefix") and f"`{env_name(field)}`" not in table
+    ]
+    assert not missing, missing
+
+
+def test_output_prefix_is_no_variable() -> None:
+    assert from_env({"LEO_OUTPUT_PREFIX": "elsewhere."}).output_prefix is None

@@ -44,7 +44,7 @@ from leo_activation import progress
 from leo_activation.errors import LeoError, UsageError, first_line
 from leo_activation.kafka import admin_client
 from leo_activation.resources import sql_text
-from leo_activation.settings import Settings
+from leo_activation.settings import Settings, mask_dsn
 
 KAFKA_VERSION = "4.1.1"
 # The Kafka pom declares slf4j-api but no binding; this is the one the Kafka 4 distribution ships.
@@ -790,7 +790,7 @@ def cli_dev(settings: Settings, args: argparse.Namespace) -> int:
         started = time.monotonic()
         eps = up()
         print(f"kafka     {eps.kafka_bootstrap}")
-        print(f"postgres  {eps.admin_database_url}")
+        print(f"postgres  {mask_dsn(eps.admin_database_url)}")
         print(f"ready in {time.monotonic() - started:.1f}s; for other shells:")
         print('  eval "$(leo-activation dev status --env)"')
     elif args.action == "down":
@@ -800,8 +800,11 @@ def cli_dev(settings: Settings, args: argparse.Namespace) -> int:
         print(f"export LEO_KAFKA_BOOTSTRAP={shlex.quote(eps.kafka_bootstrap)}")
         print(f"export LEO_DATABASE_URL={shlex.quote(eps.database_url)}")
         print(f"export LEO_ADMIN_DATABASE_URL={shlex.quote(eps.admin_database_url)}")
+        # one broker: topics cannot have the production replication (3, min.insync.replicas 2)
+        print("export LEO_TOPIC_REPLICATION_FACTOR=1")
+        print("export LEO_TOPIC_MIN_INSYNC_REPLICAS=1")
     else:
         for key, value in status().items():
-            print(f"{key}: {value}")
+            print(f"{key}: {mask_dsn(str(value)) if key.endswith('_url') else value}")
     sys.stdout.flush()
     return 0

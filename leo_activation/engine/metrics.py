@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.process_collector import ProcessCollector
 
 from leo_activation.engine.stats import BatchStats
+from leo_activation.errors import LeoError
 
 LAG_REFRESH_S = 5.0
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
@@ -106,7 +107,12 @@ class EngineMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> EngineMetrics:  # noqa: S104
         """Serve ``/metrics`` on ``port`` from a daemon thread."""
-        start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:  # in use, or privileged: said before any message is read
+            raise LeoError(
+                f"metrics port {port} [--metrics-port, LEO_METRICS_PORT]: {exc.strerror or exc}"
+            ) from None
         return self
 
     # ------------------------------------------------------------------ observations

@@ -13,7 +13,6 @@ from typing import Any
 
 import uvicorn
 
-from leo_activation import jsonlog
 from leo_activation.gateway import config as gateway_config
 from leo_activation.gateway.app import create_app
 from leo_activation.gateway.sink import KafkaSink
@@ -24,10 +23,6 @@ log = logging.getLogger("leo_activation.gateway")
 
 def cli_gateway(settings: Settings, args: Any) -> int:
     config = gateway_config.load(args.config or os.environ.get("LEO_GATEWAY_CONFIG"))
-    if args.log_format == "json":
-        jsonlog.configure()
-    else:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings.require_kafka()
     sink = KafkaSink(settings, config.ack_timeout_s)
     log.info(
