@@ -142,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--topic-prefix",
         dest="demo_topic_prefix",
-        help="the demo's own topic prefix (default: the global --topic-prefix, else leo-demo.; "
-        "LEO_TOPIC_PREFIX is ignored so the demo never writes into a deployment's topics)",
+        help="the demo's own topic prefix, never the deployment's (default leo-demo.)",
+    )
+    p.add_argument(
+        "--database",
+        help="the demo's own database on the deployment's server, created and migrated when "
+        "missing, never the deployment's (default leo_demo)",
     )
     p.add_argument(
         "--idle",

@@ -31,6 +31,8 @@ def cli_consume(settings: Settings, args: Any) -> int:
             f"consume --topics: {', '.join(outputs)} is written by the product, not consumed; "
             f"input topics are {', '.join(INPUT_TOPICS)}"
         )
+    if args.until_idle is not None and not args.until_idle > 0:
+        raise UsageError(f"--until-idle {args.until_idle:g}: must be more than 0 seconds")
     metrics = EngineMetrics(topics)
 
     def on_batch(stats: BatchStats) -> None:

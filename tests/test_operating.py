@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -430,6 +431,139 @@ def test_verify_names_a_row_missing_from_the_live_database(
     assert f"tenant {row[0]}, table cdp_profiles" in out
     assert str(row[1]) in out
     assert "missing from the live database" in out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_verify_stopped_by_a_signal_removes_its_database_topics_and_group(
+    settings: Settings, stack: Endpoints, signum: signal.Signals
+) -> None:
+    apply_corpus(settings, corpus.build(67, n_tenants=1, n_profiles=6, n_receipts=6), "live")
+    admin = kafka.admin_client(settings)
+    scratch_prefix = settings.topic_prefix + "verify-"
+
+    def scratch_topics() -> list[str]:
+        return [t for t in admin.list_topics(timeout=10).topics if t.startswith(scratch_prefix)]
+
+    def databases(name: str) -> int:
+        with connect(stack.admin_database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,))
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+    proc = subprocess.Popen(
+        # a long --idle keeps it rebuilding while the signal arrives
+        [sys.executable, "-m", "leo_activation", "verify", "--group", "live", "--idle", "120"],
+        env=app_env(settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for("the rebuild to write its scratch topics", lambda: bool(scratch_topics()))
+        suffix = scratch_topics()[0].removeprefix(scratch_prefix).split(".")[0]
+        scratch, group = f"leo_verify_{suffix}", f"leo-verify-{suffix}"
+        assert databases(scratch) == 1
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == -signum  # it ends by that signal, after cleaning up
+    text = err.decode()
+    assert "Traceback" not in text
+    assert text.strip().splitlines() == [
+        f"leo-activation: verify stopped by {signum.name}; its scratch database, topics and "
+        "group were removed"
+    ]
+    assert databases(scratch) == 0
+    assert scratch_topics() == []
+    groups = admin.list_consumer_groups(request_timeout=10).result().valid
+    assert group not in {g.group_id for g in groups}
+
+
+def test_verify_logs_its_progress_and_sums_up_dead_letters(
+    settings: Settings, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply_corpus(settings, corpus.build(68, n_tenants=1, n_profiles=6, n_receipts=6), "live")
+    producer = TopicProducer(settings)
+    for n in range(7):  # poison: not Avro at all
+        producer.produce_raw(settings.topic("receipts"), b"k%d" % n, b"not avro %d" % n)
+    producer.flush()
+    drain(settings, group="live")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert cli(settings, "verify", "--group", "live", "--idle", "2") == 0
+    assert "state verified" in capsys.readouterr().out
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "dead_letter" not in events  # not one line per dead letter ...
+    [summary] = [r for r in caplog.records if getattr(r, "event", None) == "verify_dead_letters"]
+    assert getattr(summary, "by_class", None) == {"bad_magic": 7}  # ... but one summary
+    message = summary.getMessage()
+    assert "dead-lettered 7 messages (7 bad_magic)" in message
+    assert message.count("bad_magic:") == 3  # a few examples, not all
+    progress_lines = [r for r in caplog.records if getattr(r, "event", None) == "verify_progress"]
+    assert progress_lines
+    last = progress_lines[-1]
+    assert getattr(last, "reread", 0) >= 6 + 6 + 7
+    assert getattr(last, "lag", None) == 0
+
+
+# ---------------------------------------------------------------------- progress
+def _jsonl(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "commands.jsonl"
+    tenants = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"progress-{i}")) for i in range(n)]
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "type": "tenant_register",
+                    "tenant_id": t,
+                    "tenant_name": f"T{i}",
+                    "occurred_at": "2026-01-01T00:00:00Z",
+                }
+            )
+            + "\n"
+            for i, t in enumerate(tenants)
+        )
+    )
+    return path
+
+
+def test_publish_progress_is_silent_in_a_pipe_and_drawn_on_a_terminal(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = _jsonl(tmp_path, 3000)
+    env = {k: v for k, v in app_env(settings).items() if k != "LEO_PROGRESS"}
+    piped = subprocess.run(
+        [sys.executable, "-m", "leo_activation", "publish", "--topic", "commands", str(path)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    for drawing in ("validating", "publishing", "\x1b["):  # no bar, no terminal control
+        assert drawing not in piped.stderr
+    assert "published 3000 messages" in piped.stdout
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leo_activation", "publish", "--topic", "commands", str(path)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=secondary,
+    )  # fmt: skip
+    os.close(secondary)
+    drawn = bytearray()
+    while True:  # read as it is drawn, so the terminal's buffer never blocks the writer
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    out, _ = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert proc.returncode == 0
+    assert b"published 3000 messages" in out
+    screen = drawn.decode(errors="replace")
+    assert "validating" in screen
+    assert "publishing" in screen
+    assert "/3000" in screen.replace(",", "")
+    assert "lines" in screen
 
 
 # ---------------------------------------------------------------------- dead letters

@@ -15,15 +15,19 @@ What it does, in order, each step printed as one line with its counts:
 5. prints one delivery's five-question trace, a per-tenant summary (profiles, snapshots,
    deliveries by current status, dead letters of this run) and the demo tenants' state digest.
 
-Everything is deterministic (seeded corpus, ids and provider times derived from the messages), and
-the demo uses its own topic prefix (``--topic-prefix``, else the global ``--topic-prefix``, else
-``leo-demo.``; never ``LEO_TOPIC_PREFIX``, so it cannot write into a real deployment's topics) and
-its own consumer group. Running it twice is safe: the second run republishes the same messages,
-every one is a duplicate, no delivery is added and the digest is the same.
+Everything is deterministic (seeded corpus, ids and provider times derived from the messages).
+The demo never touches the deployment it is pointed at, only its servers: it runs in a database of
+its own on the same PostgreSQL (``--database``, default ``leo_demo``: created from the admin DSN
+when missing, migrated, reused), on topics of its own prefix on the same brokers
+(``--topic-prefix``, default ``leo-demo.``; never the deployment's), with its own consumer group.
+Tenants are never deleted, so demo tenants in the deployment's database would make ``verify`` fail
+for ever. Running it twice is safe: the second run republishes the same messages, every one is a
+duplicate, no delivery is added and the digest is the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
@@ -39,6 +43,7 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
+from psycopg import conninfo, sql
 from psycopg.rows import dict_row
 
 from leo_activation import db
@@ -49,8 +54,9 @@ from leo_activation.contracts import from_json
 from leo_activation.dev import corpus
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.stats import BatchStats
-from leo_activation.errors import LeoError, PoisonMessage, first_line
+from leo_activation.errors import LeoError, PoisonMessage, UsageError, first_line, reported
 from leo_activation.kafka import READ_TIMEOUT_S, ensure_topics, message_key, read_to_end, reader
+from leo_activation.migrate import migrate
 from leo_activation.ops import digest, trace
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.dead_letters import DeadLetter
@@ -60,6 +66,7 @@ from leo_activation.settings import Settings
 
 DEMO_SEED = 2026
 DEFAULT_TOPIC_PREFIX = "leo-demo."
+DEFAULT_DATABASE = "leo_demo"
 DEFAULT_IDLE_S = 2.0
 N_PROFILES = 12
 MAX_DEAD_LETTERS_SHOWN = 5
@@ -278,14 +285,36 @@ def _where(letter: DeadLetter) -> str:
 
 
 # ---------------------------------------------------------------------------- database reading
-def _check_schema(settings: Settings) -> None:
+def _database_name(dsn: str) -> str | None:
+    name = conninfo.conninfo_to_dict(dsn).get("dbname")
+    return None if name is None else str(name)
+
+
+def prepare_database(deployment: Settings, demo: Settings) -> str:
+    """Create the demo's database on the deployment's server if it is missing (connecting with
+    the deployment's admin DSN), then migrate it; one line saying what was done."""
+    admin_dsn = deployment.require_admin_database()
+    assert demo.admin_database_url is not None
+    assert demo.database_url is not None
+    name = _database_name(demo.admin_database_url)
+    assert name is not None
+    created = False
     try:
-        with db.connect(settings.require_database()) as conn:
-            row = conn.execute(sql_text("queries/dev/schema_migrated.sql")).fetchone()
+        with db.connect(admin_dsn) as conn:
+            if not conn.execute(
+                sql_text("queries/dev/database_exists.sql"), {"name": name}
+            ).fetchone():
+                # another demo may create it meanwhile: then it is there, as wanted
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+                ):
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                    created = True
+        applied = migrate(demo.admin_database_url, demo.database_url)
     except psycopg.Error as exc:
-        raise LeoError(f"cannot reach the database: {first_line(exc)}") from exc
-    if not (row and row[0]):
-        raise LeoError("the database is not migrated: run `leo-activation migrate` first")
+        raise LeoError(f"cannot prepare the demo database {name}: {first_line(exc)}") from exc
+    state = "created" if created else "reused"
+    return f"database {name} ({state}; {len(applied)} migrations applied)"
 
 
 def tenant_summary(settings: Settings, tenant_id: str) -> JsonObject:
@@ -369,9 +398,12 @@ class Demo:
         if messages:
             publish(self.settings, topic, [from_json(topic, m) for m in messages])
 
-    def run(self) -> int:
+    def run(self, database: str) -> int:
         s = self.settings
-        self.say(f"LEO Activation demo: topics {s.topic_prefix}*, consumer group {s.group_id}")
+        self.say(
+            f"LEO Activation demo: {database}, topics {s.topic_prefix}*, "
+            f"consumer group {s.group_id}"
+        )
         ensure_topics(s)
         dead_start = _end_offsets(s, "dead-letters")
         before = {t: tenant_summary(s, t)["deliveries"] for t in self.tenants}
@@ -480,17 +512,31 @@ class Demo:
 
 
 def demo_settings(settings: Settings, args: Any) -> Settings:
-    """The demo's own topic prefix and consumer group (see the module docstring)."""
-    prefix = getattr(args, "demo_topic_prefix", None) or getattr(args, "topic_prefix", None)
-    prefix = prefix or DEFAULT_TOPIC_PREFIX
+    """The demo's own database, topic prefix and consumer group (see the module docstring)."""
+    prefix = getattr(args, "demo_topic_prefix", None) or DEFAULT_TOPIC_PREFIX
+    database = getattr(args, "database", None) or DEFAULT_DATABASE
+    admin_dsn, app_dsn = settings.require_admin_database(), settings.require_database()
+    if prefix == settings.topic_prefix:
+        raise UsageError(
+            f"demo --topic-prefix {prefix} is the deployment's topic prefix; the demo needs its own"
+        )
+    if database in (_database_name(admin_dsn), _database_name(app_dsn)):
+        raise UsageError(
+            f"demo --database {database} is the deployment's database; the demo needs its own"
+        )
     return settings.with_overrides(
-        topic_prefix=prefix, group_id=f"leo-demo.{prefix}", batch_timeout_s=0.2
+        topic_prefix=prefix,
+        group_id=f"leo-demo.{prefix}",
+        batch_timeout_s=0.2,
+        database_url=db.with_database(app_dsn, database),
+        admin_database_url=db.with_database(admin_dsn, database),
     )
 
 
 def cli_demo(settings: Settings, args: Any, out: IO[str] | None = None) -> int:
-    settings = demo_settings(settings, args)
-    settings.require_kafka()
-    _check_schema(settings)
+    demo = demo_settings(settings, args)
+    demo.require_kafka()
+    database = prepare_database(settings, demo)
     idle = float(getattr(args, "idle", None) or DEFAULT_IDLE_S)
-    return Demo(settings, out or sys.stdout, idle).run()
+    with reported("demo"):
+        return Demo(demo, out or sys.stdout, idle).run(database)

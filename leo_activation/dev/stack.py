@@ -40,6 +40,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
+from leo_activation import progress
 from leo_activation.errors import LeoError, UsageError, first_line
 from leo_activation.kafka import admin_client
 from leo_activation.resources import sql_text
@@ -672,7 +673,7 @@ def _postgres_facts(admin_url: str) -> dict[str, object]:
             version = conn.execute(sql_text("queries/dev/server_version.sql")).fetchone()
             rows = conn.execute(sql_text("queries/dev/available_extensions.sql")).fetchall()
     except psycopg.Error as exc:
-        return {"postgres_error": _last_line(str(exc))}
+        return {"postgres_error": first_line(exc)}
     return {
         "postgres_version": version[0] if version else None,
         "extensions": dict(rows),
@@ -693,15 +694,36 @@ def _external(env: Mapping[str, str], state: _State | None) -> Endpoints | None:
 
 
 def up(home: Path | None = None) -> Endpoints:
-    """Start (or confirm) the stack; returns once Kafka answers metadata and PG accepts logins."""
+    """Start (or confirm) the stack; returns once Kafka answers metadata and PG accepts logins.
+
+    With servers of its own given by the environment it starts nothing, but checks that they
+    answer: saying "ready" about servers nobody reached would send the user on to errors later."""
     layout = _layout(home)
     external = _external(os.environ, _load_state(layout))
     if external is not None:
+        _check_reachable(external)
         return external
     with _locked(layout.home / ".lock"):
-        _start_postgres(layout)
-        _start_kafka(layout)
+        # the slow steps of a first run, each with its own spinner on a terminal
+        if _pg_pid(layout) is None and not (layout.pg_data / "PG_VERSION").is_file():
+            with progress.bar("PostgreSQL: initdb (first run)"):
+                _init_postgres(layout)
+        with progress.bar("PostgreSQL: starting"):
+            _start_postgres(layout)
+        with progress.bar(f"Kafka {KAFKA_VERSION}: fetching the jars (once)"):
+            _kafka_libs()
+        with progress.bar("Kafka: starting the broker"):
+            _start_kafka(layout)
         return _state(layout).endpoints()
+
+
+def _check_reachable(eps: Endpoints) -> None:
+    """LeoError naming the first configured server that does not answer (no password shown)."""
+    facts = _kafka_facts(eps.kafka_bootstrap) | _postgres_facts(eps.admin_database_url)
+    for key, variable in (("kafka_error", "LEO_KAFKA_BOOTSTRAP"),
+                          ("postgres_error", "LEO_ADMIN_DATABASE_URL")):  # fmt: skip
+        if key in facts:
+            raise LeoError(f"{variable} is set, so dev up starts nothing, but: {facts[key]}")
 
 
 def down(home: Path | None = None) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from leo_activation.codec import REGISTRY_MAGIC, Codec, SingleObjectCodec, make_codec
-from leo_activation.errors import LeoError, PoisonMessage, UsageError
+from leo_activation.errors import LeoError, PoisonMessage, UsageError, reported
 from leo_activation.kafka import (
     INPUT_TOPICS,
     READ_TIMEOUT_S,
@@ -194,7 +194,8 @@ def cli_dead_letters(settings: Settings, args: Any) -> int:
     if args.action == "list":
         if args.limit is not None and args.limit < 1:
             raise UsageError("--limit must be 1 or more")
-        entries = list_dead_letters(settings, args.limit)
+        with reported("dead-letters list"):
+            entries = list_dead_letters(settings, args.limit)
         if args.json:
             print(json.dumps([_listed(e) for e in entries], indent=2))
             return 0
@@ -206,6 +207,8 @@ def cli_dead_letters(settings: Settings, args: Any) -> int:
             tenant = e.tenant_id or "-"
             print(f"{e.id}\t{source}\t{e.error_class}\ttenant={tenant}\t{e.reason}")
         return 0
-    for ident, source in redrive(settings, list(args.offsets)):
+    with reported("dead-letters redrive"):
+        done = redrive(settings, list(args.offsets))
+    for ident, source in done:
         print(f"re-drove dead letter {ident} to {source}")
     return 0

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from leo_activation import db, ids
-from leo_activation.errors import LeoError
+from leo_activation.errors import LeoError, reported
 from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
@@ -118,7 +118,8 @@ def state_digest(
 
 def cli_digest(settings: Settings, args: Any) -> int:
     tenant = ids.parse(args.tenant, "--tenant") if args.tenant else None
-    digest, per_tenant = state_digest(settings, tenant)
+    with reported("digest"):
+        digest, per_tenant = state_digest(settings, tenant)
     print(digest)
     if args.tables:
         for t, tables in sorted(per_tenant.items()):

@@ -29,6 +29,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from leo_activation import progress
 from leo_activation.errors import LeoError, UsageError
 from leo_activation.kafka import (
     ADMIN_TIMEOUT_S,
@@ -106,7 +107,7 @@ def plan(
     consumer = metadata_consumer(settings)
     try:
         marks: dict[int, tuple[int, int]] = {}
-        for p in partitions:
+        for p in progress.track(partitions, f"{physical}: watermarks", unit="partitions"):
             try:
                 low, high = consumer.get_watermark_offsets(
                     TopicPartition(physical, p), timeout=ADMIN_TIMEOUT_S
@@ -209,7 +210,11 @@ def cli_replay(settings: Settings, args: Any) -> int:
     print(render(args.group, physical, plans, to_ms is not None))
     if args.dry_run:
         note = f" (group has {len(members)} active member(s): stop them first)" if members else ""
-        print(f"dry run: nothing changed{note}")
+        total = sum(pp.to_reprocess for pp in plans)
+        print(
+            f"dry run: nothing changed; a replay would re-read up to {total} offsets on "
+            f"{len(plans)} partitions{note}"
+        )
         return 0
     rewind(admin, args.group, physical, plans)
     print(f"rewound group {args.group} on {physical}")

@@ -8,7 +8,12 @@
 3. compare, tenant by tenant and table by table, the canonical digests (``digest.py``) of the
    live database with the rebuild; at the first differing table, walk both tables in key order
    and name the first key whose row differs or exists on one side only;
-4. drop the scratch database, topics and group, whatever happened.
+4. drop the scratch database, topics and group, whatever happened: also when SIGTERM, SIGHUP or
+   SIGINT stops it (the process then ends by that signal, after the clean-up).
+
+While the rebuild runs it logs its progress (messages re-read, lag left; a bar on a terminal),
+and the dead letters it meets are summed up at the end (counts by error class, a few examples)
+instead of one line each: a topic with many poison messages would otherwise flood the log.
 
 The consumer groups' committed offsets say whether the comparison is fair: a rebuild that
 stopped before the live group's offsets is an error (raise ``--idle``); a live group behind the
@@ -19,20 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from psycopg import sql
 
-from leo_activation import db, ids
+from leo_activation import db, ids, progress
 from leo_activation.consumers import HANDLERS
 from leo_activation.engine.loop import Engine
-from leo_activation.errors import LeoError, UsageError
+from leo_activation.engine.stats import BatchStats
+from leo_activation.errors import LeoError, UsageError, reported
 from leo_activation.kafka import INPUT_TOPICS, admin_client, committed_offsets, topic_partitions
 from leo_activation.migrate import migrate
 from leo_activation.ops.digest import StateTable, combine, list_tenants, row_texts, state_tables
@@ -41,6 +52,10 @@ from leo_activation.resources import sql_text
 from leo_activation.settings import Settings
 
 log = logging.getLogger("leo_activation.ops.verify")
+# the engine logs each dead letter here; verify sums them up instead
+ENGINE_LOGGER = "leo_activation.engine.loop"
+DEAD_LETTER_EXAMPLES = 3
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -216,6 +231,108 @@ def _schema_matches(live_dsn: str, scratch_dsn: str) -> None:
         raise LeoError("the live database is not at this version's schema: run migrate first")
 
 
+class Stopped(Exception):
+    """A stop signal arrived; raised in the main thread so every ``finally`` runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGTERM, SIGHUP and SIGINT raise ``Stopped`` once; a second one while cleaning up is
+    ignored, so the clean-up itself is not cut short."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class DeadLetterTally(logging.Filter):
+    """Counts the engine's dead-letter log records by error class, keeps a few, drops them all."""
+
+    by_class: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "event", None) != "dead_letter":
+            return True
+        self.by_class[str(getattr(record, "error_class", "?"))] += 1
+        if len(self.examples) < DEAD_LETTER_EXAMPLES:
+            self.examples.append(record.getMessage())
+        return False
+
+    def summary(self) -> str | None:
+        total = sum(self.by_class.values())
+        if not total:
+            return None
+        classes = ", ".join(f"{n} {k}" for k, n in self.by_class.most_common())
+        return f"the rebuild dead-lettered {total} messages ({classes}); e.g. " + "; ".join(
+            self.examples
+        )
+
+
+class RebuildProgress:
+    """The rebuild's progress: a bar on a terminal, a log line every ``every_s`` and at the end."""
+
+    def __init__(self, drain: progress.Drain, every_s: float) -> None:
+        self.drain = drain
+        self.every_s = every_s
+        self.started = self.logged = time.monotonic()
+
+    def on_batch(self, stats: BatchStats) -> None:
+        self.drain.on_batch(stats)
+        if time.monotonic() - self.logged >= self.every_s:
+            self.log()
+
+    def log(self) -> None:
+        self.logged = time.monotonic()
+        d = self.drain
+        rate = d.read / max(self.logged - self.started, 1e-3)
+        eta = d.left / rate if rate else None
+        log.info(
+            "verify: re-read %d messages, %d left to read (%.0f/s, about %s left)",
+            d.read, d.left, rate, "?" if eta is None else f"{eta:.0f}s",
+            extra={"event": "verify_progress", "reread": d.read, "lag": d.left, "eta_s": eta},
+        )  # fmt: skip
+
+
+def _rebuild(rebuild: Settings, group: str, idle: float) -> None:
+    """Run the engine into the scratch database until idle, with progress and one dead-letter
+    summary instead of the engine's line per dead letter."""
+    tally = DeadLetterTally()
+    engine_log = logging.getLogger(ENGINE_LOGGER)
+    engine_log.addFilter(tally)
+    try:
+        with progress.bar("verify: re-reading", unit="messages") as b:
+            engine = Engine(rebuild, HANDLERS, group=group)
+            shown = RebuildProgress(progress.Drain(b, engine.lag), rebuild.progress_interval_s)
+            engine.on_batch = shown.on_batch
+            engine.run(until_idle=idle)
+        shown.log()
+    finally:
+        engine_log.removeFilter(tally)
+        summary = tally.summary()
+        if summary is not None:
+            log.info(
+                "%s", summary,
+                extra={"event": "verify_dead_letters", "by_class": dict(tally.by_class)},
+            )  # fmt: skip
+
+
 def verify(
     settings: Settings,
     *,
@@ -232,9 +349,12 @@ def verify(
     group = f"leo-verify-{suffix}"
     output_prefix = f"{settings.topic_prefix}verify-{suffix}."
     scratch_admin = db.with_database(admin_dsn, scratch)
-    with db.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+    created: str | None = None
     try:
+        with db.connect(admin_dsn, autocommit=True) as conn:
+            # named as created before the statement: a signal may end it after the server did
+            created = scratch
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
         migrate(scratch_admin, db.with_database(app_dsn, scratch))
         _schema_matches(admin_dsn, scratch_admin)
         rebuild = settings.with_overrides(
@@ -244,22 +364,28 @@ def verify(
         )
         # One run over every input topic: traffic whose tenant registration is still unread
         # waits for it (the consumers' tenancy gate), so the read order does not matter.
-        Engine(rebuild, HANDLERS, group=group).run(until_idle=idle)
+        _rebuild(rebuild, group, idle)
         notes = _fairness(_offsets(settings, live_group), _offsets(settings, group))
         digest, difference = compare(admin_dsn, scratch_admin, tenant)
         return Outcome(digest, difference, notes)
     finally:
-        _cleanup(settings, admin_dsn, scratch, group, output_prefix)
+        _cleanup(settings, admin_dsn, created, group, output_prefix)
 
 
-def _cleanup(settings: Settings, admin_dsn: str, scratch: str, group: str, prefix: str) -> None:
-    try:
-        with db.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
-            )
-    except psycopg.Error as exc:
-        log.warning("could not drop the scratch database %s: %s", scratch, exc)
+def _cleanup(
+    settings: Settings, admin_dsn: str, scratch: str | None, group: str, prefix: str
+) -> None:
+    """Drop what a run made; ``scratch`` is None when its database was never created."""
+    if scratch is not None:
+        try:
+            with db.connect(admin_dsn, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(scratch)
+                    )
+                )
+        except psycopg.Error as exc:
+            log.warning("could not drop the scratch database %s: %s", scratch, exc)
     admin = admin_client(settings)
     try:
         topics = [t for t in admin.list_topics(timeout=15).topics if t.startswith(prefix)]
@@ -267,7 +393,15 @@ def _cleanup(settings: Settings, admin_dsn: str, scratch: str, group: str, prefi
             for future in admin.delete_topics(topics, operation_timeout=30).values():
                 future.result()
         for future in admin.delete_consumer_groups([group], request_timeout=30).values():
-            future.result()
+            try:
+                future.result()
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                # stopped before the rebuild committed anything: the group never existed
+                if not (
+                    isinstance(error, KafkaError) and error.code() == KafkaError.GROUP_ID_NOT_FOUND
+                ):
+                    raise
     except KafkaException as exc:
         log.warning("could not delete the scratch topics %s* or group %s: %s", prefix, group, exc)
 
@@ -277,9 +411,22 @@ def cli_verify(settings: Settings, args: Any) -> int:
     if args.idle <= 0:
         raise UsageError("--idle must be more than 0 seconds")
     settings.require_kafka()
-    outcome = verify(
-        settings, live_group=args.group or settings.group_id, tenant=tenant, idle=args.idle
-    )
+    try:
+        with _stopped_by_signals(), reported("verify"):
+            outcome = verify(
+                settings, live_group=args.group or settings.group_id, tenant=tenant, idle=args.idle
+            )
+    except Stopped as stop:
+        print(
+            f"leo-activation: verify stopped by {stop}; its scratch database, topics and group "
+            "were removed",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+        # end by the signal itself, so a supervisor sees what stopped it (exit 128 + signal)
+        signal.signal(stop.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stop.signum)
+        raise  # not reached: the default action of these signals ends the process
     for note in outcome.notes:
         print(f"note: {note}", file=sys.stderr)
     diff = outcome.difference

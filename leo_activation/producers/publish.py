@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from leo_activation import progress
 from leo_activation.contracts import MAX_JSON_DEPTH, from_json, json_depth
 from leo_activation.errors import LeoError, UsageError
 from leo_activation.kafka import INPUT_TOPICS, ensure_topics
@@ -20,7 +22,9 @@ from leo_activation.producers import TopicProducer
 from leo_activation.settings import Settings
 
 
-def read_messages(topic: str, stream: IO[str], source: str) -> list[tuple[str, dict[str, Any]]]:
+def read_messages(
+    topic: str, stream: Iterable[str], source: str
+) -> list[tuple[str, dict[str, Any]]]:
     messages = []
     bad: list[str] = []
     for number, line in enumerate(stream, start=1):
@@ -59,7 +63,9 @@ def publish(
     ensure_topics(settings)
     producer = TopicProducer(settings, transactional=True)
     with producer.transaction():
-        for kind, record in messages:
+        for kind, record in progress.track(
+            messages, "publishing", total=len(messages), unit="lines"
+        ):
             producer.send(logical_topic, kind, record)
 
 
@@ -74,8 +80,11 @@ def cli_publish(settings: Settings, args: Any) -> int:
         if not path.is_file():
             raise UsageError(f"{args.file}: no such file")
         with path.open(encoding="utf-8") as stream:
+            lines = progress.track(
+                stream, "validating", total=progress.count_lines(args.file), unit="lines"
+            )
             try:
-                messages = read_messages(logical, stream, args.file)
+                messages = read_messages(logical, lines, args.file)
             except UnicodeDecodeError as exc:
                 raise LeoError(f"{args.file}: not UTF-8 ({exc}); nothing was published") from None
     publish(settings, logical, messages)
