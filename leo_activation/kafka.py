@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from confluent_kafka import (
@@ -265,29 +265,29 @@ def wait_for_cluster(settings: Settings, admin: _Admin) -> ClusterMetadata:
             with step:
                 return attempt()
     except _NoCluster as exc:
-        bootstrap = connection_config(settings)["bootstrap.servers"]
         raise LeoError(
-            f"Kafka at {bootstrap} did not answer within {timeout:g}s "
+            f"Kafka at {settings.require_kafka()} did not answer within {timeout:g}s "
             f"(LEO_KAFKA_STARTUP_TIMEOUT_S): {exc}"
         ) from None
     raise AssertionError("unreachable: Retrying either returns or raises")
 
 
-def ensure_topics(settings: Settings, logical: Iterable[str] = TOPIC_SUFFIXES) -> None:
+def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES) -> None:
     """Create any missing topic of this deployment (idempotent), with the replication factor
     and ``min.insync.replicas`` of the settings; warn of existing ones below them. Waits for
     the cluster first (``wait_for_cluster``)."""
     admin = admin_client(settings, wait=False)
     metadata = wait_for_cluster(settings, admin)
-    names = [settings.topic(name) for name in logical]
     missing = [name for name in logical if settings.topic(name) not in metadata.topics]
-    _warn_weak_topics(settings, admin, metadata, [n for n in names if n in metadata.topics])
+    existing = [settings.topic(name) for name in logical if name not in missing]
+    _warn_weak_topics(settings, admin, metadata, existing)
     if not missing:
         return
     replicas, brokers = settings.topic_replication_factor, len(metadata.brokers)
     if brokers < replicas:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise LeoError(
-            f"cannot create {settings.topic(missing[0])} and {len(missing) - 1} more topics with "
+            f"cannot create topic {settings.topic(missing[0])}{more} with "
             f"replication factor {replicas}: only {brokers} broker(s) live "
             "(LEO_TOPIC_REPLICATION_FACTOR; a single-broker cluster needs 1)"
         )
