@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import psycopg
 from confluent_kafka import Consumer
 
@@ -52,7 +50,9 @@ def test_replaying_into_an_empty_database_reproduces_the_state(
     drain(settings)
     before, _ = state_digest(settings)
     with fresh_database(stack, db_template) as empty:
-        rebuilt = replace(settings, database_url=empty.app_url, admin_database_url=empty.admin_url)
+        rebuilt = settings.with_overrides(
+            database_url=empty.app_url, admin_database_url=empty.admin_url
+        )
         drain(rebuilt, group=settings.group_id + "-rebuild")
         assert state_digest(rebuilt)[0] == before
 

@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -86,7 +85,7 @@ def outcome(settings: Settings, group: str) -> tuple[str, set[tuple[str, int, st
 
 def second_database(stack: Endpoints, template: str, settings: Settings) -> Iterator[Settings]:
     with fresh_database(stack, template) as urls:
-        yield replace(settings, database_url=urls.app_url, admin_database_url=urls.admin_url)
+        yield settings.with_overrides(database_url=urls.app_url, admin_database_url=urls.admin_url)
 
 
 def test_disable_and_enable_hold_from_their_publish_time_in_either_order(
