@@ -14,6 +14,7 @@ excluded).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,8 @@ class Run:
     consumer_cpu_s: float
     pg_cpu_s: float
     rows: tuple[int, str] = (0, "")  # (count, digest) of the rows the run left in its database
+    # the same over the window's second half: warmed up (the JVM's JIT, the caches)
+    second_half: Run | None = None
 
     @property
     def per_second(self) -> float:
@@ -271,7 +274,8 @@ def timed(
     label: str, database: Database, expected: int, procs: Sequence[subprocess.Popen[bytes]]
 ) -> Run:
     """Sample ``delivery_log``'s row count until ``expected`` rows are there; the rate and CPU
-    over the window from the first sample with rows to the first with all of them."""
+    over the window from the first sample with rows to the first with all of them, and over its
+    second half."""
     consumers = [psutil.Process(p.pid) for p in procs]
     with db.connect(database.admin_url, autocommit=True) as conn:
         found = conn.execute("SELECT pg_backend_pid()").fetchone()
@@ -286,6 +290,7 @@ def timed(
 
         deadline = time.monotonic() + START_TIMEOUT_S
         first: tuple[float, int, float, float] | None = None
+        half: tuple[float, int, float, float] | None = None
         while True:
             found = conn.execute("SELECT count(*) FROM delivery_log").fetchone()
             count = int(found[0]) if found else 0
@@ -293,6 +298,8 @@ def timed(
             if count and first is None:
                 first = (now, count, _cpu(consumers), pg_cpu())
                 deadline = time.monotonic() + RUN_TIMEOUT_S
+            elif first is not None and half is None and 2 * count >= first[1] + expected:
+                half = (now, count, _cpu(consumers), pg_cpu())
             if count >= expected and first is not None:
                 last = (now, count, _cpu(consumers), pg_cpu())
                 break
@@ -300,13 +307,13 @@ def timed(
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(f"{label}: {count} of {expected} rows (exited: {dead})")
             time.sleep(SAMPLE_S)
-    return Run(
-        label,
-        count=last[1] - first[1],
-        seconds=last[0] - first[0],
-        consumer_cpu_s=last[2] - first[2],
-        pg_cpu_s=last[3] - first[3],
-    )
+
+    def between(a: tuple[float, int, float, float], b: tuple[float, int, float, float]) -> Run:
+        return Run(label, b[1] - a[1], b[0] - a[0], b[2] - a[2], b[3] - a[3])
+
+    run = between(first, last)
+    run.second_half = between(half or first, last)
+    return run
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
@@ -505,11 +512,35 @@ def prepare(env: BenchEnv, n: int, work: Path) -> Peer:
 
 
 def _figures(run: Run) -> str:
-    return (
+    text = (
         f"consumer {run.per_million(run.consumer_cpu_s):.1f} CPU-s/M, "
         f"PostgreSQL {run.per_million(run.pg_cpu_s):.1f} CPU-s/M; {run.count:,} rows in "
         f"{run.seconds:.1f} s"
     )
+    if (half := run.second_half) is not None:
+        text += (
+            f"; second half {half.per_second:,.0f} msg/s, consumer "
+            f"{half.per_million(half.consumer_cpu_s):.1f} CPU-s/M"
+        )
+    return text
+
+
+def _halves(runs: list[Run]) -> list[Run]:
+    return [r.second_half or r for r in runs]
+
+
+def _ratios(ours: list[Run], theirs: list[Run]) -> dict[str, float]:
+    """ours / theirs of the medians over the rounds: msg/s, consumer and PostgreSQL CPU a msg."""
+
+    def median(rs: list[Run], figure: Callable[[Run], float]) -> float:
+        return statistics.median(figure(r) for r in rs)
+
+    figures: dict[str, Callable[[Run], float]] = {
+        "rate": lambda r: r.per_second,
+        "consumer_cpu": lambda r: r.per_million(r.consumer_cpu_s),
+        "pg_cpu": lambda r: r.per_million(r.pg_cpu_s),
+    }
+    return {name: median(ours, f) / median(theirs, f) for name, f in figures.items()}
 
 
 def bench_peer(env: BenchEnv, report: Any, sizes: dict[str, float]) -> None:
@@ -530,32 +561,28 @@ def bench_peer(env: BenchEnv, report: Any, sizes: dict[str, float]) -> None:
     facts: dict[str, Any] = {"receipts": n, "rounds": rounds}
     for k in (1, 2):
         ours, theirs = runs["ours", k], runs["connect", k]
-        rate = statistics.median(r.per_second for r in ours) / statistics.median(
-            r.per_second for r in theirs
-        )
-
-        def cpu(rs: list[Run], pg: bool = False) -> float:
-            return statistics.median(r.per_million(r.pg_cpu_s if pg else r.consumer_cpu_s)
-                                     for r in rs)  # fmt: skip
-
-        cpu_ratio = cpu(ours) / cpu(theirs)
-        pg_ratio = cpu(ours, True) / cpu(theirs, True)
+        whole, half = _ratios(ours, theirs), _ratios(*(_halves(rs) for rs in (ours, theirs)))
         what = f"{k} process{'es' if k > 1 else ''} / {k} task{'s' if k > 1 else ''}"
+        rate, cpu_ratio = whole["rate"], whole["consumer_cpu"]
         report.add(
             "peer",
             f"ours / Connect, msg/s, {what}",
             f"{rate:.2f}",
-            f"median of {rounds}; target >= 1.5 {'OK' if rate >= 1.5 else 'BELOW TARGET'}",
+            f"median of {rounds}; target >= 1.5 {'OK' if rate >= 1.5 else 'BELOW TARGET'}; "
+            f"second halves {half['rate']:.2f}",
         )
-        report.add("peer", f"ours / Connect, consumer CPU per msg, {what}", f"{cpu_ratio:.2f}",
-                   f"target < 1 {'OK' if cpu_ratio < 1 else 'BELOW TARGET'}; PostgreSQL's "
-                   f"{pg_ratio:.2f}")  # fmt: skip
+        report.add(
+            "peer",
+            f"ours / Connect, consumer CPU per msg, {what}",
+            f"{cpu_ratio:.2f}",
+            f"target < 1 {'OK' if cpu_ratio < 1 else 'BELOW TARGET'}; second halves "
+            f"{half['consumer_cpu']:.2f}; PostgreSQL's {whole['pg_cpu']:.2f}",
+        )
         facts[f"{k}"] = {
-            "ours": [vars(r) for r in ours],
-            "connect": [vars(r) for r in theirs],
-            "rate_ratio": rate,
-            "consumer_cpu_ratio": cpu_ratio,
-            "pg_cpu_ratio": pg_ratio,
+            "ours": [dataclasses.asdict(r) for r in ours],
+            "connect": [dataclasses.asdict(r) for r in theirs],
+            "ratios": whole,
+            "second_half_ratios": half,
         }
     report.add("peer", "rows written: Connect's == ours", "yes", f"{n:,} rows, every run")
     report.facts["peer"] = facts
