@@ -55,7 +55,7 @@ BATCH = 5_000
 SAMPLE_S = 0.1
 START_TIMEOUT_S = 180.0
 RUN_TIMEOUT_S = 900.0
-CONNECT_TOPIC = "connect-receipts"  # logical name, under the run's prefix
+CONNECT_TOPIC = "connect-receipts"  # the peer's topic, under the run's prefix (dropped at cleanup)
 
 _WORKER_POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
