@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 import uuid
@@ -89,6 +90,20 @@ def engine_rate(
     if engine.first is None or engine.settled < expected:
         raise RuntimeError(f"engine settled {engine.settled} of {expected} messages")
     return Rate(engine.settled, engine.last - engine.first), engine.totals
+
+
+def consume_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``leo-activation consume`` child that runs with ``settings``."""
+    return {
+        **os.environ,
+        "LEO_KAFKA_BOOTSTRAP": settings.require_kafka(),
+        "LEO_DATABASE_URL": settings.require_database(),
+        "LEO_ADMIN_DATABASE_URL": settings.require_admin_database(),
+        "LEO_TOPIC_PREFIX": settings.topic_prefix,
+        "LEO_GROUP_ID": settings.group_id,
+        "LEO_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
+        "LEO_TOPIC_MIN_INSYNC_REPLICAS": str(settings.topic_min_insync_replicas),
+    }
 
 
 # ---------------------------------------------------------------------- ceiling (a)

@@ -28,7 +28,16 @@ import psycopg
 from bench import gen, naive
 from bench.env import BenchEnv
 from bench.gateway import bench_gateway
-from bench.measure import CopyLoad, Rate, copy_rate, decode_only_rate, engine_rate, naive_rate
+from bench.measure import (
+    CopyLoad,
+    Rate,
+    consume_env,
+    copy_rate,
+    decode_only_rate,
+    engine_rate,
+    naive_rate,
+)
+from bench.peer import bench_peer
 from leo_activation import db
 from leo_activation.consumers import snapshots
 from leo_activation.consumers.profile_changes import (
@@ -60,8 +69,17 @@ QUICK: Sizes = {
     "replay_scale": 1.0,  # x ~114k messages
     "rss_batch": DEFAULT_BATCH_SIZE,
     "batch": DEFAULT_BATCH_SIZE,
+    "peer_receipts": 200_000,  # receipts of the --peer section, each round
+    "peer_rounds": 2,  # rounds of (ours x1, Connect x1, ours x2, Connect x2), interleaved
 }
-FULL = {**QUICK, "receipts": 1_000_000, "profiles": 300_000, "naive": 5_000, "replay_scale": 8.7}
+FULL = {
+    **QUICK,
+    "receipts": 1_000_000,
+    "profiles": 300_000,
+    "naive": 5_000,
+    "replay_scale": 8.7,
+    "peer_receipts": 1_000_000,
+}
 
 
 # ---------------------------------------------------------------------- the table
@@ -404,16 +422,7 @@ def _consume_peak_rss(env: BenchEnv, backlog: int, batch: int) -> tuple[float, f
     prefix = env.prefix(f"rss{backlog}")
     settings = env.settings(database, prefix, f"rss{backlog}")
     gen.publish(settings, "receipts", gen.receipts(tenants, backlog, seed=backlog))
-    child_env = {
-        **os.environ,
-        "LEO_KAFKA_BOOTSTRAP": settings.require_kafka(),
-        "LEO_DATABASE_URL": database.app_url,
-        "LEO_ADMIN_DATABASE_URL": database.admin_url,
-        "LEO_TOPIC_PREFIX": prefix,
-        "LEO_GROUP_ID": settings.group_id,
-        "LEO_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
-        "LEO_TOPIC_MIN_INSYNC_REPLICAS": str(settings.topic_min_insync_replicas),
-    }
+    child_env = consume_env(settings)
     argv = [sys.executable, "-m", "leo_activation", "consume", "--until-idle", "3",
             "--batch-size", str(batch)]  # fmt: skip
     started = time.perf_counter()
@@ -487,7 +496,9 @@ SECTIONS: dict[str, Callable[[BenchEnv, Report, Sizes], None]] = {
     "replay": bench_replay,
     "memory": bench_rss,
     "gateway": bench_gateway,
+    "peer": bench_peer,  # only with --peer
 }
+PEERS = ("connect",)
 
 
 # ---------------------------------------------------------------------- entry point
@@ -523,6 +534,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, default in QUICK.items():
         flag = "--" + key.replace("_", "-")
         p.add_argument(flag, type=type(default), help=f"[LEO_BENCH_{key.upper()}]")
+    p.add_argument(
+        "--peer",
+        choices=PEERS,
+        help="also measure the peer a user would deploy instead (fetches Kafka Connect and the "
+        "Debezium JDBC sink with mvn once); `--only peer` runs it alone",
+    )
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--keep", action="store_true", help="keep the databases and topics")
     return p.parse_args(argv)
@@ -530,6 +547,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.only and "peer" in args.only and not args.peer:
+        print("python -m bench: --only peer needs --peer connect", file=sys.stderr)
+        return 2
     base = FULL if args.full else QUICK
     sizes = {k: _env_size(f"LEO_BENCH_{k.upper()}", v) for k, v in base.items()}
     sizes |= {k: getattr(args, k) for k in QUICK if getattr(args, k) is not None}
@@ -540,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         for name, section in SECTIONS.items():
-            if args.only and name not in args.only:
+            if (args.only and name not in args.only) or (name == "peer" and not args.peer):
                 continue
             print(f"== {name}", flush=True)
             t0 = time.perf_counter()

@@ -4,6 +4,7 @@
 # another) and runs `python -m bench`; extra arguments go to it, e.g.
 #   scripts/bench.sh --full            # the full sizes: 1M messages, a 1M-member snapshot
 #   scripts/bench.sh --only receipts   # one section; --help lists sizes and their LEO_BENCH_* vars
+#   scripts/bench.sh --peer connect --only peer   # against Kafka Connect's JDBC sink (mvn fetch)
 # The stack's addresses come from the stack itself: LEO_KAFKA_BOOTSTRAP / LEO_DATABASE_URL /
 # LEO_ADMIN_DATABASE_URL are ignored unless LEO_BENCH_USE_ENV=1 (then the bench runs there).
 set -euo pipefail
