@@ -67,7 +67,7 @@ def test_a_closed_port_is_a_line_every_few_seconds(caplog: pytest.LogCaptureFixt
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    admin = admin_client(Settings(kafka_bootstrap=f"127.0.0.1:{port}"))
+    admin = admin_client(Settings(kafka_bootstrap=f"127.0.0.1:{port}"), wait=False)
     deadline = time.monotonic() + kafka_log.INTERVAL_S + 2
     with caplog.at_level(logging.INFO):
         while time.monotonic() < deadline:
