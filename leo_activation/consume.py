@@ -15,6 +15,7 @@ from leo_activation.engine.progress import ProgressLog
 from leo_activation.engine.stats import BatchStats
 from leo_activation.errors import UsageError
 from leo_activation.kafka import INPUT_TOPICS
+from leo_activation.progress import Drain, bar
 from leo_activation.settings import Settings, dsn_host
 
 log = logging.getLogger("leo_activation.consume")
@@ -34,10 +35,13 @@ def cli_consume(settings: Settings, args: Any) -> int:
     if args.until_idle is not None and not args.until_idle > 0:
         raise UsageError(f"--until-idle {args.until_idle:g}: must be more than 0 seconds")
     metrics = EngineMetrics(topics)
+    drains: list[Drain] = []  # the backlog's bar, while --until-idle drains it
 
     def on_batch(stats: BatchStats) -> None:
         metrics.observe_batch(stats)
         progress.observe_batch(stats)
+        for drain in drains:
+            drain.on_batch(stats)
 
     def on_idle() -> None:
         metrics.refresh_lag()
@@ -73,5 +77,10 @@ def cli_consume(settings: Settings, args: Any) -> int:
     )
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
-    engine.run(until_idle=args.until_idle)
+    if args.until_idle is None:
+        engine.run()
+        return 0
+    with bar("consume: draining", unit="messages") as drawn:
+        drains.append(Drain(drawn, engine.lag))
+        engine.run(until_idle=args.until_idle)
     return 0

@@ -303,3 +303,32 @@ def test_a_second_migrate_says_it_waits_for_the_lock_then_gives_up(db: DbUrls) -
     assert "waiting up to 2s" in waiting
     assert gave_up.startswith("leo-activation: another migrate run still holds the migration lock")
     assert "after 2s" in gave_up
+
+
+def test_dead_letters_list_with_the_broker_down_is_one_line() -> None:
+    code, stderr = run_cli("dead-letters", "list", env={"LEO_KAFKA_BOOTSTRAP": CLOSED})
+    assert code == 1
+    # besides librdkafka's own log, rate-limited to a line every few seconds, one line
+    line = assert_one_line(
+        "\n".join(x for x in stderr.splitlines() if '"logger":"leo_activation.librdkafka"' not in x)
+    )
+    assert line.startswith("leo-activation: dead-letters list: Kafka: ")
+    assert len(stderr.splitlines()) <= 4, stderr
+
+
+def test_dev_up_with_external_servers_checks_they_answer_and_prints_no_password(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "LEO_DEV_HOME": str(tmp_path / "stack"),
+        "LEO_KAFKA_BOOTSTRAP": CLOSED,
+        "LEO_DATABASE_URL": CLOSED_DSN,
+        "LEO_ADMIN_DATABASE_URL": CLOSED_DSN.replace("leo_app", "owner"),
+    }
+    up = run_in({**os.environ, **env}, "dev", "up")
+    assert up.returncode == 1  # nothing reachable: not "ready"
+    assert "ready" not in up.stdout
+    line = assert_one_line(up.stderr)
+    assert "LEO_KAFKA_BOOTSTRAP and LEO_DATABASE_URL are set, so dev up starts nothing" in line
+    assert DSN_PASSWORD not in up.stdout + up.stderr
+    assert not (tmp_path / "stack").exists()  # and it started nothing

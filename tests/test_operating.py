@@ -468,10 +468,13 @@ def test_verify_stopped_by_a_signal_removes_its_database_topics_and_group(
     assert proc.returncode == -signum  # it ends by that signal, after cleaning up
     text = err.decode()
     assert "Traceback" not in text
-    assert text.strip().splitlines() == [
+    *logged, last = text.strip().splitlines()
+    assert last == (
         f"leo-activation: verify stopped by {signum.name}; its scratch database, topics and "
         "group were removed"
-    ]
+    )
+    # before it, at most verify's own progress lines (JSON in a pipe), no warning
+    assert all(json.loads(line)["level"] == "INFO" for line in logged), text
     assert databases(scratch) == 0
     assert scratch_topics() == []
     groups = admin.list_consumer_groups(request_timeout=10).result().valid
@@ -526,23 +529,11 @@ def _jsonl(tmp_path: Path, n: int) -> Path:
     return path
 
 
-def test_publish_progress_is_silent_in_a_pipe_and_drawn_on_a_terminal(
-    settings: Settings, tmp_path: Path
-) -> None:
-    path = _jsonl(tmp_path, 3000)
-    env = {k: v for k, v in app_env(settings).items() if k != "LEO_PROGRESS"}
-    piped = subprocess.run(
-        [sys.executable, "-m", "leo_activation", "publish", "--topic", "commands", str(path)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
-    )  # fmt: skip
-    assert piped.returncode == 0, piped.stderr
-    for drawing in ("validating", "publishing", "\x1b["):  # no bar, no terminal control
-        assert drawing not in piped.stderr
-    assert "published 3000 messages" in piped.stdout
-
+def under_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """(exit code, stdout, what was drawn on stderr) of the CLI with stderr on a pty."""
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "leo_activation", "publish", "--topic", "commands", str(path)],
+        [sys.executable, "-m", "leo_activation", *args],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=secondary,
     )  # fmt: skip
     os.close(secondary)
@@ -557,13 +548,41 @@ def test_publish_progress_is_silent_in_a_pipe_and_drawn_on_a_terminal(
         drawn += chunk
     os.close(primary)
     out, _ = proc.communicate(timeout=PROCESS_TIMEOUT_S)
-    assert proc.returncode == 0
-    assert b"published 3000 messages" in out
-    screen = drawn.decode(errors="replace")
+    return proc.returncode, out.decode(), drawn.decode(errors="replace")
+
+
+def test_publish_progress_is_silent_in_a_pipe_and_drawn_on_a_terminal(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = _jsonl(tmp_path, 3000)
+    env = {k: v for k, v in app_env(settings).items() if k != "LEO_PROGRESS"}
+    piped = subprocess.run(
+        [sys.executable, "-m", "leo_activation", "publish", "--topic", "commands", str(path)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    for drawing in ("validating", "publishing", "\x1b["):  # no bar, no terminal control
+        assert drawing not in piped.stderr
+    assert "published 3000 messages" in piped.stdout
+
+    code, out, screen = under_a_terminal(["publish", "--topic", "commands", str(path)], env)
+    assert code == 0
+    assert "published 3000 messages" in out
     assert "validating" in screen
     assert "publishing" in screen
     assert "/3000" in screen.replace(",", "")
     assert "lines" in screen
+
+
+def test_consume_until_idle_draws_the_backlog_it_drains_on_a_terminal(settings: Settings) -> None:
+    publish_tenants_first(
+        settings, corpus.build(69, n_tenants=1, n_profiles=30, n_receipts=60), "x"
+    )
+    env = {k: v for k, v in app_env(settings).items() if k != "LEO_PROGRESS"}
+    code, _out, screen = under_a_terminal(["consume", "--until-idle", "2"], env)
+    assert code == 0
+    assert "consume: draining" in screen
+    assert "messages" in screen
 
 
 # ---------------------------------------------------------------------- dead letters

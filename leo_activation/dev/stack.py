@@ -720,10 +720,12 @@ def up(home: Path | None = None) -> Endpoints:
 def _check_reachable(eps: Endpoints) -> None:
     """LeoError naming the first configured server that does not answer (no password shown)."""
     facts = _kafka_facts(eps.kafka_bootstrap) | _postgres_facts(eps.admin_database_url)
-    for key, variable in (("kafka_error", "LEO_KAFKA_BOOTSTRAP"),
-                          ("postgres_error", "LEO_ADMIN_DATABASE_URL")):  # fmt: skip
+    for key in ("kafka_error", "postgres_error"):
         if key in facts:
-            raise LeoError(f"{variable} is set, so dev up starts nothing, but: {facts[key]}")
+            raise LeoError(
+                f"LEO_KAFKA_BOOTSTRAP and LEO_DATABASE_URL are set, so dev up starts nothing, "
+                f"but: {facts[key]}"
+            )
 
 
 def down(home: Path | None = None) -> None:

@@ -411,6 +411,10 @@ def cli_verify(settings: Settings, args: Any) -> int:
     if args.idle <= 0:
         raise UsageError("--idle must be more than 0 seconds")
     settings.require_kafka()
+    if settings.log_level is None:
+        # a long command's own progress and dead-letter summary are what its user waits for;
+        # the engine's line per batch stays at the command-line default (warnings)
+        log.setLevel(logging.INFO)
     try:
         with _stopped_by_signals(), reported("verify"):
             outcome = verify(
