@@ -77,9 +77,16 @@ def cli_publish(settings: Settings, args: Any) -> int:
         messages = read_messages(logical, sys.stdin, "<stdin>")
     else:
         path = Path(args.file)
-        if not path.is_file():
+        # a pipe (<(…), a FIFO) or a device is read like a file; only what cannot be is refused
+        if path.is_dir():
+            raise UsageError(f"{args.file}: is a directory, not a JSON Lines file")
+        if not path.exists():
             raise UsageError(f"{args.file}: no such file")
-        with path.open(encoding="utf-8") as stream:
+        try:
+            stream = path.open(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{args.file}: cannot be read ({exc.strerror})") from None
+        with stream:
             lines = progress.track(
                 stream, "validating", total=progress.count_lines(args.file), unit="lines"
             )
@@ -87,6 +94,9 @@ def cli_publish(settings: Settings, args: Any) -> int:
                 messages = read_messages(logical, lines, args.file)
             except UnicodeDecodeError as exc:
                 raise LeoError(f"{args.file}: not UTF-8 ({exc}); nothing was published") from None
+    if not messages:  # an empty file (or /dev/null) asks nothing of the cluster
+        print(f"{args.file}: no messages, nothing published")
+        return 0
     publish(settings, logical, messages)
     print(f"published {len(messages)} messages to {settings.topic(logical)}")
     return 0
