@@ -162,7 +162,7 @@ def _import(command: str, module_name: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        settings: Settings = from_env().with_overrides(
+        settings: Settings = from_env(
             kafka_bootstrap=args.bootstrap,
             database_url=args.database_url,
             admin_database_url=args.admin_database_url,
