@@ -1,12 +1,15 @@
 """Core database access shared by the consumers, the CLI and the tests.
 
 Three things live here and nothing else: how to open a connection, how to run work in one
-tenant's row-level-security context (per transaction, never per session), and how to
-tell a transient database fault (retry with backoff) from a deterministic one (dead-letter).
+tenant's row-level-security context (per transaction, never per session), and how to judge a
+database error (``classify``): transient (retry with backoff), a database that cannot do what the
+product needs (stop), or bad data (dead-letter the message).
 """
 
 from __future__ import annotations
 
+import enum
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,27 +25,41 @@ from leo_activation.resources import sql_text
 APPLICATION_NAME = "leo-activation"
 CONNECT_TIMEOUT_S = 10
 
-# SQLSTATEs that say "try again later", not "this input can never be applied".
-_TRANSIENT_SQLSTATES = frozenset(
-    {
-        "40001",  # serialization_failure
-        "40P01",  # deadlock_detected
-        "40003",  # statement_completion_unknown
-        "55P03",  # lock_not_available (lock_timeout / NOWAIT)
-        "57014",  # query_canceled (statement_timeout, pg_cancel_backend)
-        "57P01",  # admin_shutdown
-        "57P02",  # crash_shutdown
-        "57P03",  # cannot_connect_now (starting up, recovery)
-        "57P05",  # idle_session_timeout
-        "25P03",  # idle_in_transaction_session_timeout
-        "25P04",  # transaction_timeout
-        "58030",  # io_error
-    }
-)
-# Whole classes: 08 connection exception, 53 insufficient resources (disk full, out of memory,
-# too many connections). Class 54 (program limit exceeded, e.g. an oversize index row) is NOT
-# here: it is a property of the input and retrying it would block the consumer forever.
-_TRANSIENT_CLASSES = frozenset({"08", "53"})
+
+class Fault(enum.Enum):
+    """What a database error says, and so what the consumer does with it."""
+
+    TRANSIENT = "transient"  # try again later: retried with backoff, never dead-lettered
+    INCAPABLE = "incapable"  # this database cannot do what the product needs: stop, commit nothing
+    DATA = "data"  # this input can never be applied: narrowed down to its message, dead-lettered
+
+
+# SQLSTATE (a five-character code, or a two-character class) -> fault; codes win over classes,
+# and what is not listed is a property of the input (DATA): constraint violations, bad values,
+# program limits (class 54, e.g. an oversize index row: retrying it would block for ever).
+_FAULTS: dict[str, Fault] = {
+    "08": Fault.TRANSIENT,  # connection exception
+    "53": Fault.TRANSIENT,  # insufficient resources: disk full, out of memory, too many connections
+    "40001": Fault.TRANSIENT,  # serialization_failure
+    "40P01": Fault.TRANSIENT,  # deadlock_detected
+    "40003": Fault.TRANSIENT,  # statement_completion_unknown
+    "55P03": Fault.TRANSIENT,  # lock_not_available (lock_timeout / NOWAIT)
+    "57014": Fault.TRANSIENT,  # query_canceled (statement_timeout, pg_cancel_backend)
+    "57P01": Fault.TRANSIENT,  # admin_shutdown
+    "57P02": Fault.TRANSIENT,  # crash_shutdown
+    "57P03": Fault.TRANSIENT,  # cannot_connect_now (starting up, recovery)
+    "57P05": Fault.TRANSIENT,  # idle_session_timeout
+    "25P03": Fault.TRANSIENT,  # idle_in_transaction_session_timeout
+    "25P04": Fault.TRANSIENT,  # transaction_timeout
+    "58030": Fault.TRANSIENT,  # io_error
+    "0A": Fault.INCAPABLE,  # feature_not_supported (an older or different server)
+    "42501": Fault.INCAPABLE,  # insufficient_privilege (a grant missing or revoked)
+    "42P01": Fault.INCAPABLE,  # undefined_table (not migrated, or migrated elsewhere)
+    "42883": Fault.INCAPABLE,  # undefined_function
+    "28000": Fault.INCAPABLE,  # invalid_authorization_specification (unknown role)
+    "28P01": Fault.INCAPABLE,  # invalid_password
+    "3D000": Fault.INCAPABLE,  # invalid_catalog_name (no such database)
+}
 
 
 def connect(
@@ -109,32 +126,55 @@ def _set_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
     conn.execute(sql_text("queries/tenancy/set_context.sql"), {"tenant": tenant})
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` (or an exception it was raised from) is a database fault worth retrying.
+def classify(exc: BaseException) -> Fault:
+    """The fault ``exc`` is, judged on it and on the exceptions it was raised from (the most
+    serious wins: INCAPABLE, then TRANSIENT, then DATA).
 
-    Transient: a lost or refused connection (``OperationalError`` without a server SQLSTATE,
-    ``InterfaceError`` about the connection's state), server shutdown / restart / recovery
-    (57P01, 57P02, 57P03), serialization failure (40001), deadlock (40P01), too many connections
-    and other resource exhaustion (class 53), lock and statement timeouts. Everything else,
-    notably constraint violations, bad data and program limits, is a property of the input.
+    A failed connection carries no SQLSTATE in psycopg, only the server's message: it is
+    INCAPABLE when the server refused the credentials or the database, TRANSIENT otherwise (lost
+    or refused connection, server starting). ``InterfaceError`` about the connection's state is
+    TRANSIENT; any other exception is DATA.
     """
+    faults: set[Fault] = set()
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _is_transient_one(current):
-            return True
+        faults.add(_classify_one(current))
         current = current.__cause__
-    return False
+    for fault in (Fault.INCAPABLE, Fault.TRANSIENT):
+        if fault in faults:
+            return fault
+    return Fault.DATA
 
 
-def _is_transient_one(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` is worth retrying (see ``classify``)."""
+    return classify(exc) is Fault.TRANSIENT
+
+
+def _classify_one(exc: BaseException) -> Fault:
     if isinstance(exc, psycopg.InterfaceError):
-        return "connection is" in str(exc)
+        return Fault.TRANSIENT if "connection is" in str(exc) else Fault.DATA
     if not isinstance(exc, psycopg.Error):
-        return False
-    sqlstate = exc.sqlstate
+        return Fault.DATA
+    sqlstate = exc.sqlstate or _connect_sqlstate(exc)
     if sqlstate is None:
         # Raised by the client, not the server: connection failed, lost, or already closed.
-        return isinstance(exc, psycopg.OperationalError)
-    return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_CLASSES
+        return Fault.TRANSIENT if isinstance(exc, psycopg.OperationalError) else Fault.DATA
+    return _FAULTS.get(sqlstate, _FAULTS.get(sqlstate[:2], Fault.DATA))
+
+
+# The server's refusals at connection time, which psycopg reports without their SQLSTATE.
+_CONNECT_REFUSALS = (
+    (re.compile(r"password authentication failed for user"), "28P01"),
+    (re.compile(r'role "[^"]*" does not exist|pg_hba\.conf|authentication failed'), "28000"),
+    (re.compile(r'database "[^"]*" does not exist'), "3D000"),
+)
+
+
+def _connect_sqlstate(exc: psycopg.Error) -> str | None:
+    if not isinstance(exc, psycopg.OperationalError):
+        return None
+    text = str(exc)
+    return next((state for pattern, state in _CONNECT_REFUSALS if pattern.search(text)), None)

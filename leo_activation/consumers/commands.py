@@ -357,7 +357,7 @@ class CommandsHandler:
             except PoisonMessage as poison:
                 result.rejected.append((e, poison))
             except psycopg.Error as exc:
-                if db.is_transient(exc):
+                if db.classify(exc) is not db.Fault.DATA:
                     raise
                 result.rejected.append((e, PoisonMessage("db_rejected", first_line(exc))))
         return result

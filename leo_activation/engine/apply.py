@@ -1,8 +1,10 @@
 """Step 3 of a batch: one database transaction per tenant, as the application role with the
 tenant set for the transaction only, in which each topic's handler applies its messages
-set-based. A transient database fault is retried with backoff (never dead-lettered); a data
-error is narrowed down, by halving the tenant's batch, to the message that caused it, which is
-rejected alone. Nothing here touches Kafka."""
+set-based. A transient database fault is retried with backoff (never dead-lettered); a database
+that cannot do what the product needs (``db.Fault.INCAPABLE``: a privilege, a table or a feature
+missing, credentials refused) stops the consumer with nothing committed; a data error is narrowed
+down, by halving the tenant's batch, to the message that caused it, which is rejected alone.
+Nothing here touches Kafka."""
 
 from __future__ import annotations
 
@@ -107,6 +109,7 @@ class TenantApplier:
                 lambda conn: self._apply_tenant(conn, tenant_id, batch, horizons)
             )
         except psycopg.Error as exc:
+            # not transient (with_retry retried those) nor incapable (it raised those)
             if len(batch) == 1:
                 rejected = Applied()
                 rejected.rejected.append((batch[0], PoisonMessage("db_rejected", first_line(exc))))
@@ -148,8 +151,23 @@ class TenantApplier:
             self._conn = db.connect(self.settings.require_database())
         return self._conn
 
+    def check(self) -> None:
+        """Connect once, at start: refused credentials or a missing database stop the consumer
+        before it reads anything; an unreachable server is waited for."""
+        self.with_retry(lambda conn: None)
+        self.close()  # opened again with the first batch
+
     def with_retry(self, work: Callable[[Connection], T]) -> T:
-        """``work`` on the connection, retried with backoff while the fault is transient."""
+        """``work`` on the connection, retried with backoff while the fault is transient; a
+        database that cannot do what the product needs raises ``LeoError``."""
+        try:
+            return self._retrying(work)
+        except psycopg.Error as exc:
+            if db.classify(exc) is db.Fault.INCAPABLE:
+                raise incapable(exc) from None
+            raise
+
+    def _retrying(self, work: Callable[[Connection], T]) -> T:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -171,6 +189,15 @@ class TenantApplier:
                     raise LeoError("stopping while the database is unavailable; nothing committed")
                 return work(self.connection())
         raise AssertionError("unreachable")
+
+
+def incapable(exc: psycopg.Error) -> LeoError:
+    """The one-line error that stops the consumer on a ``db.Fault.INCAPABLE`` error."""
+    state = exc.sqlstate or "at connect"
+    return LeoError(
+        f"the database cannot do what the product needs ({state}): {first_line(exc)}; "
+        "consumer stopped, nothing committed"
+    )
 
 
 def _in_transaction(action: Callable[[Connection], None]) -> Callable[[Connection], None]:

@@ -132,6 +132,7 @@ class Engine:
         self.applier.stopping = True
 
     def run(self, until_idle: float | None = None) -> None:
+        self.applier.check()  # before any Kafka client: a refused database stops at once
         ensure_topics(self.settings)
         consumer = Consumer(consumer_config(self.settings, self.group))
         committer = Committer(self.settings, self.codec, self.group, self.on_retry)
