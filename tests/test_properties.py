@@ -18,6 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, LiteralString
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import HealthCheck, given, settings
@@ -129,37 +130,42 @@ def deployment(stack: Endpoints, template: str) -> Iterator[Engine]:
         yield engine
 
 
-def fanned_out(engine: Engine) -> dict[str, int]:
-    """Delivery rows written by dispatch fan-outs, over every tenant, by outcome: queued, or the
-    suppression's reason code (no_consent, frequency_cap, or other)."""
+def owner_rows(engine: Engine, query: LiteralString) -> list[tuple[Any, ...]]:
+    """``query``'s rows over every tenant (as the owner, whom row-level security lets see all)."""
     assert engine.settings.admin_database_url is not None
     with db.connect(engine.settings.admin_database_url) as conn:
-        rows = conn.execute(
-            "SELECT CASE WHEN delivery_status = 'queued' THEN 'queued' "
-            "WHEN reason ~ '^(no_consent|frequency_cap):' THEN split_part(reason, ':', 1) "
-            "ELSE 'other' END, count(*) FROM delivery_log "
-            "WHERE delivery_status IN ('queued', 'suppressed') GROUP BY 1"
-        ).fetchall()
+        return conn.execute(query).fetchall()
+
+
+def fanned_out(engine: Engine) -> dict[str, int]:
+    """Delivery rows written by dispatch fan-outs, by outcome: queued, or the suppression's
+    reason code (no_consent, frequency_cap, or other)."""
+    rows = owner_rows(
+        engine,
+        "SELECT CASE WHEN delivery_status = 'queued' THEN 'queued' "
+        "WHEN reason ~ '^(no_consent|frequency_cap):' THEN split_part(reason, ':', 1) "
+        "ELSE 'other' END, count(*) FROM delivery_log "
+        "WHERE delivery_status IN ('queued', 'suppressed') GROUP BY 1",
+    )
     return {str(outcome): int(n) for outcome, n in rows}
 
 
 def over_cap(engine: Engine) -> int:
-    """Profiles queued more deliveries on a capped channel, within a cap's window, than the cap
-    of the later dispatch allows: must be none, whatever the interleaving."""
-    assert engine.settings.admin_database_url is not None
-    with db.connect(engine.settings.admin_database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM delivery_log l JOIN dispatch d USING (tenant_id, dispatch_id) "
-            "WHERE l.delivery_status = 'queued' AND d.cap_max IS NOT NULL AND d.cap_max <= ("
-            "  SELECT count(DISTINCT e.delivery_id) FROM delivery_log e "
-            "  JOIN dispatch de USING (tenant_id, dispatch_id) "
-            "  WHERE e.tenant_id = l.tenant_id AND e.profile_id = l.profile_id "
-            "  AND e.delivery_status = 'queued' AND e.channel = l.channel "
-            "  AND e.event_id <> l.event_id AND de.dispatch_seq < d.dispatch_seq "
-            "  AND abs(extract(epoch FROM de.requested_at - d.requested_at)) "
-            "      < extract(epoch FROM d.cap_window))"
-        ).fetchone()
-    return int(row[0]) if row else -1
+    """Queued deliveries whose profile already had its dispatch's cap of deliveries on the
+    channel within the cap's window: must be none, whatever the interleaving."""
+    [(count,)] = owner_rows(
+        engine,
+        "SELECT count(*) FROM delivery_log l JOIN dispatch d USING (tenant_id, dispatch_id) "
+        "WHERE l.delivery_status = 'queued' AND d.cap_max IS NOT NULL AND d.cap_max <= ("
+        "  SELECT count(DISTINCT e.delivery_id) FROM delivery_log e "
+        "  JOIN dispatch de USING (tenant_id, dispatch_id) "
+        "  WHERE e.tenant_id = l.tenant_id AND e.profile_id = l.profile_id "
+        "  AND e.delivery_status = 'queued' AND e.channel = l.channel "
+        "  AND e.event_id <> l.event_id AND de.dispatch_seq < d.dispatch_seq "
+        "  AND abs(extract(epoch FROM de.requested_at - d.requested_at)) "
+        "      < extract(epoch FROM d.cap_window))",
+    )
+    return int(count)
 
 
 def digest_of(engine: Engine) -> str:
