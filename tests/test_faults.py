@@ -18,6 +18,7 @@ shared-stack variables, one run at a time. The others run on any stack.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import random
@@ -35,8 +36,17 @@ from typing import Any, cast
 
 import psycopg
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, Message, Producer
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, make_codec
 from leo_activation.consumers import HANDLERS
@@ -50,7 +60,10 @@ from leo_activation.engine.stats import BatchStats
 from leo_activation.kafka import INPUT_TOPICS, ensure_topics, message_key
 from leo_activation.ops.digest import state_digest
 from leo_activation.producers.dead_letters import HEADER_PREFIX
-from leo_activation.producers.publish import publish
+from leo_activation.producers.publish import CHUNK_MESSAGES, publish
+from leo_activation.producers.publish import (
+    TRANSACTION_TIMEOUT_MS as PUBLISH_TRANSACTION_TIMEOUT_MS,
+)
 from leo_activation.settings import Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
 from tests.fix_db import DbUrls, fresh_database, make_tenant
@@ -169,6 +182,7 @@ class ConsumerProcess:
     until_idle: float = 5.0
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
     tail: list[str] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)  # every committed batch's log line
 
     def __post_init__(self) -> None:
         argv = [sys.executable, "-m", "leo_activation", "consume",
@@ -184,6 +198,8 @@ class ConsumerProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.put(line)
+            if '"event":"batch"' in line:
+                self.batches.append(line)
             self.tail.append(line)
             del self.tail[:-40]
 
@@ -334,6 +350,38 @@ def test_a_server_restart_mid_run_loses_nothing_and_dead_letters_nothing(
         assert state_digest(settings)[0] == big.clean_digest
         assert duplicate_delivery_rows(urls.admin_url) == 0
     delete_topics(kafka_admin, [output])
+
+
+BROKER_RESTARTS = 3
+
+
+@pytest.mark.timeout(900)
+def test_broker_restarts_never_stop_consume_and_lose_or_double_nothing(
+    big: Published, *, local_stack_home: Path, stack: Endpoints, db_template: str
+) -> None:
+    """The broker restarted at random moments under a running ``consume`` process: whatever
+    state its transactional producer is left in (abortable, fatal, INVALID_TXN_STATE on abort,
+    a hung coordinator call), the process goes on and ends where a clean run ends."""
+    rng = random.Random(KILL_SEED + 1)
+    with fresh_database(stack, db_template) as urls:
+        settings = app_settings(stack, urls, big.prefix)
+        commands_first(settings)
+        # small batches: many transactions, so each restart meets one open
+        consumer = ConsumerProcess({**consumer_env(settings), "LEO_BATCH_SIZE": "20"}, 15.0)
+        for restart in range(BROKER_RESTARTS):
+            assert consumer.wait_for_batch(), f"exited before restart {restart}"
+            time.sleep(rng.uniform(0.0, 1.0))
+            devstack.restart_kafka(local_stack_home)
+            assert consumer.proc.poll() is None, "".join(consumer.tail)[-3000:]
+        assert consumer.wait_for_batch(), "exited after the last restart"
+        # alive through every restart; a clean stop, and the rest at full speed
+        consumer.proc.send_signal(signal.SIGTERM)
+        assert consumer.wait() == 0, "".join(consumer.tail)[-3000:]
+        assert ConsumerProcess(consumer_env(settings)).wait() == 0
+        assert "Traceback" not in "".join(consumer.tail)
+        assert read_topic(settings, "dead-letters") == []
+        assert state_digest(settings)[0] == big.clean_digest
+        assert duplicate_delivery_rows(urls.admin_url) == 0
 
 
 # ---------------------------------------------------------------------- poison
@@ -634,3 +682,72 @@ def test_a_consumer_stuck_on_the_database_never_commits_ahead_of_it(
     assert stats.applied == len(receipts)
     assert committed_offsets(kafka_admin, settings.group_id) == len(receipts)
     assert delivery_rows(db.admin_url) == len(receipts)
+
+
+# ---------------------------------------------------------------------- a publish killed
+def partition_ends(admin: AdminClient, topic: str, isolation: IsolationLevel) -> int:
+    """The sum over the topic's partitions of their latest offsets at that isolation level."""
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    futures = admin.list_offsets(
+        {TopicPartition(topic, p): latest for p in partitions}, isolation_level=isolation
+    )
+    return sum(f.result(timeout=30).offset for f in futures.values())
+
+
+@pytest.mark.timeout(600)
+def test_a_publish_killed_inside_its_transaction_blocks_consumers_briefly_and_is_resumable(
+    settings: Settings,
+    db: DbUrls,
+    kafka_admin: AdminClient,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGKILL a ``publish`` while one of its transactions is open: the chunks before it stay
+    committed, consumers wait behind the open one only for the short publish transaction timeout
+    (and say so), and publishing the whole file again ends with every receipt exactly once."""
+    c = corpus.build(13, n_tenants=1, n_profiles=0, n_receipts=40_000, duplicate_rate=0)
+    make_tenant(db.app_url, corpus.tenants(13, 1)[0], "Killed")
+    receipts = c.topics["receipts"]
+    path = tmp_path / "receipts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in receipts), encoding="utf-8")
+    ensure_topics(settings)
+    topic = settings.topic("receipts")
+    argv = [sys.executable, "-m", "leo_activation", "publish", "--topic", "receipts", str(path)]
+    env = consumer_env(settings)
+    publisher = subprocess.Popen(argv, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        # kill it once a chunk committed and the next one is being written
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and publisher.poll() is None:
+            try:
+                stable = partition_ends(kafka_admin, topic, IsolationLevel.READ_COMMITTED)
+                written = partition_ends(kafka_admin, topic, IsolationLevel.READ_UNCOMMITTED)
+            except KafkaException:  # leaders of the new topic not known everywhere yet
+                continue
+            if 0 < stable < written:
+                publisher.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        publisher.kill()
+        publisher.wait(30)
+    assert publisher.returncode == -signal.SIGKILL, "publish finished before it could be killed"
+
+    caplog.set_level("WARNING", logger="leo_activation.engine.waiting")
+    started = time.monotonic()
+    first = totals(drain(settings, idle=3.0))
+    waited = time.monotonic() - started
+    committed = first.consumed
+    assert 0 < committed < len(receipts)
+    assert committed % CHUNK_MESSAGES == 0, "a transaction was seen in part"
+    assert waited < PUBLISH_TRANSACTION_TIMEOUT_MS / 1000 + 45, f"blocked {waited:.0f}s"
+    assert any("blocked behind an open transaction" in r.message for r in caplog.records)
+
+    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    again = totals(drain(settings))
+    assert again.applied == len(receipts) - committed
+    assert again.duplicates == committed
+    assert delivery_rows(db.admin_url) == len(receipts)
+    assert duplicate_delivery_rows(db.admin_url) == 0

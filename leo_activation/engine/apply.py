@@ -171,7 +171,11 @@ class TenantApplier:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("database unavailable (%s); retry %d", exc, state.attempt_number)
+            delay = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "database unavailable (%s); attempt %d failed, next in %.1fs",
+                first_line(exc) if exc else "-", state.attempt_number, delay,
+            )  # fmt: skip
             if self.on_retry is not None:
                 self.on_retry("db")
             if self._conn is not None and (self._conn.closed or self._conn.broken):

@@ -7,12 +7,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from leo_activation import db
 from leo_activation.codec import Codec
+from leo_activation.engine.apply import incapable
 from leo_activation.engine.handler import Outgoing
 from leo_activation.errors import LeoError
 from leo_activation.producers import TopicProducer
@@ -29,8 +32,26 @@ TRANSACTION_TIMEOUT_MS = 60_000
 SEND_OFFSETS_TIMEOUT_S = 30
 
 
+# Errors the same batch would meet again however often it is read again: the cluster refuses
+# what the product needs (an ACL missing) or a record it cannot take. Everything else the
+# transactional API raises (retriable, abortable, fatal: fenced, INVALID_TXN_STATE) is recovered
+# from by reading the batch again, on a new producer when the old one cannot go on.
+_FATAL_FOR_THE_CONSUMER = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_CONFIG,
+    }
+)
+
+
 class Committer:
-    """Owns the engine's transactional producer."""
+    """Owns the engine's transactional producer (replaced, under the same transactional id,
+    whenever it cannot go on)."""
 
     def __init__(
         self,
@@ -43,16 +64,30 @@ class Committer:
         self.codec = codec
         self.group = group
         self.on_retry = on_retry
-        self.out = self._producer()
+        self.transactional_id = f"leo-{uuid.uuid4().hex}"
         self._wedged: list[Producer] = []  # producers whose API call hung (see _send_offsets)
+        self.out = self._producer()
 
     def _producer(self) -> TopicProducer:
-        return TopicProducer(
-            self.settings,
-            codec=self.codec,
-            transactional=True,
-            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-        )
+        """A new transactional producer, waiting (with backoff) while the cluster is away."""
+        delay = 0.5
+        while True:
+            try:
+                return TopicProducer(
+                    self.settings,
+                    codec=self.codec,
+                    transactional=True,
+                    transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                    transactional_id=self.transactional_id,
+                )
+            except KafkaException as exc:
+                error = exc.args[0]
+                if isinstance(error, KafkaError) and error.code() in _FATAL_FOR_THE_CONSUMER:
+                    raise LeoError(f"Kafka refused the transactional producer: {error}") from None
+                log.warning("Kafka transactional producer not ready (%s); retrying", error)
+                self._retrying()
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
 
     def commit(
         self,
@@ -66,6 +101,7 @@ class Committer:
         ``outputs`` are read (from the database) while the transaction is open."""
         out = self.out
         producer = out.producer
+        committing = False
         try:
             producer.begin_transaction()
             for d in dead:
@@ -75,11 +111,12 @@ class Committer:
                 for o in output():
                     out.send(o.topic, o.kind, o.record)
             _send_offsets(producer, offsets, consumer.consumer_group_metadata())
+            committing = True
             self._commit_transaction(producer)
         except _ProducerWedged:
             # Its blocked call still runs in a helper thread: keep the producer referenced (never
-            # destroyed under it) and go on with a new one. The broker aborts the stuck
-            # transaction after TRANSACTION_TIMEOUT_MS; this batch is re-applied (idempotent).
+            # destroyed under it) and go on with a new one, which fences it and aborts the stuck
+            # transaction; this batch is re-applied (idempotent).
             self._wedged.append(producer)
             self.out = self._producer()
             self._retrying()
@@ -87,18 +124,38 @@ class Committer:
             return False
         except KafkaException as exc:
             error = exc.args[0]
-            # a retriable error here is send_offsets giving up on an unavailable coordinator
-            if isinstance(error, KafkaError) and (error.txn_requires_abort() or error.retriable()):
-                producer.abort_transaction(60)
-                self._retrying()
-                log.warning("Kafka transaction aborted (%s); batch will be re-applied", error)
-                return False
-            raise LeoError(f"Kafka transaction failed: {exc}") from exc
+            self._abandon(producer, error)
+            if isinstance(error, KafkaError) and error.code() in _FATAL_FOR_THE_CONSUMER:
+                raise LeoError(f"Kafka transaction failed: {error}") from None
+            self._retrying()
+            if committing and _committed(consumer, offsets):
+                # the commit reached the coordinator before the error came back: the batch is in
+                log.warning("Kafka commit reported %s but the offsets are committed", error)
+                return True
+            log.warning("Kafka transaction aborted (%s); batch will be read again", error)
+            return False
         except psycopg.Error as exc:  # an output's database read failed: nothing is committed
-            producer.abort_transaction(60)
+            self._abandon(producer, exc)
+            if db.classify(exc) is db.Fault.INCAPABLE:
+                raise incapable(exc) from None
             log.warning("database read inside the Kafka transaction failed (%s); re-applying", exc)
             return False
         return True
+
+    def _abandon(self, producer: Producer, cause: object) -> None:
+        """Abort the open transaction, if any; a producer that cannot abort (fatal: fenced,
+        INVALID_TXN_STATE after a broker restart) is replaced: the new one, under the same
+        transactional id, aborts what the old one left open."""
+        fatal = isinstance(cause, KafkaError) and cause.fatal()
+        if not fatal:
+            try:
+                producer.abort_transaction(60)
+                return
+            except KafkaException as exc:
+                cause = exc.args[0]
+        log.warning("Kafka producer cannot go on (%s); replacing it", cause)
+        producer.purge()  # its undelivered records belong to the aborted transaction
+        self.out = self._producer()
 
     def _retrying(self) -> None:
         if self.on_retry is not None:
@@ -119,6 +176,23 @@ class Committer:
                 self._retrying()
                 time.sleep(delay)
                 delay = min(delay * 2, 10)
+
+
+def _committed(consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+    """Whether the group's committed offsets are ``offsets``: then the transaction carrying them
+    committed. Waits while they are unstable (a transaction on them still open), within the
+    transaction timeout, after which the broker has decided either way."""
+    deadline = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000 + 30
+    want = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+    while True:
+        try:
+            got = consumer.committed([TopicPartition(t, p) for t, p in want], timeout=10)
+            return all(want[(tp.topic, tp.partition)] == tp.offset for tp in got)
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise LeoError(f"the group's committed offsets stay unreadable: {exc}") from None
+            log.warning("committed offsets not readable yet (%s); waiting", exc.args[0])
+            time.sleep(1)
 
 
 class _ProducerWedged(Exception):

@@ -41,7 +41,14 @@ from leo_activation.engine.commit import Committer
 from leo_activation.engine.decode import Coords, Decoder, Polled
 from leo_activation.engine.handler import Connection, Emit, Handler, Outgoing
 from leo_activation.engine.stats import BatchStats
-from leo_activation.engine.waiting import Partition, Waiting, coords, is_partition_eof, partition_of
+from leo_activation.engine.waiting import (
+    OpenTransactions,
+    Partition,
+    Waiting,
+    coords,
+    is_partition_eof,
+    partition_of,
+)
 from leo_activation.kafka import consumer_config, ensure_topics
 from leo_activation.producers.dead_letters import DeadLetter
 from leo_activation.settings import Settings
@@ -68,10 +75,12 @@ class Landed:
 
 class Idleness:
     """When ``run(until_idle=...)`` is done: no message for that long since the first assignment,
-    and the group's offsets readable (blocked on them is not idle)."""
+    the group's offsets readable (blocked on them is not idle), and nothing written behind an
+    open transaction (it will be read once that ends)."""
 
-    def __init__(self, until_idle: float | None) -> None:
+    def __init__(self, until_idle: float | None, open_transactions: OpenTransactions) -> None:
         self.until_idle = until_idle
+        self.open_transactions = open_transactions
         self.assigned = self.blocked = False
         self.last_message = time.monotonic()
 
@@ -88,7 +97,9 @@ class Idleness:
             return False
         readable = _offsets_readable(consumer)
         if readable and not self.blocked:
-            return True
+            self.open_transactions.check(consumer, now=True)
+            if not self.open_transactions.pending:
+                return True
         # blocked is not idle; once unblocked, wait a whole idle period again
         self.blocked, self.last_message = not readable, time.monotonic()
         return False
@@ -120,6 +131,7 @@ class Engine:
         self.decoder = Decoder(self.codec, handlers, self.logical_by_physical, self.group)
         self.applier = TenantApplier(settings, handlers, on_retry)
         self.waiting = Waiting(settings, handlers)
+        self.open_transactions = OpenTransactions(settings, self.logical_by_physical)
         self.consumer: Consumer | None = None  # while run() runs
         self._ahead: Polled | None = None  # polled and decoded, not applied yet
 
@@ -138,7 +150,7 @@ class Engine:
         committer = Committer(self.settings, self.codec, self.group, self.on_retry)
         worker = ThreadPoolExecutor(1, thread_name_prefix="leo-apply")
         flight: Future[Landed] | None = None
-        idleness = Idleness(until_idle)
+        idleness = Idleness(until_idle, self.open_transactions)
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
             self.waiting.forget()
@@ -174,6 +186,7 @@ class Engine:
                     landed = flight.result()  # re-raises what failed in the worker
                     flight = None
                     self._ahead = self.land(consumer, ready, landed, polled)
+                self.open_transactions.check(consumer)
                 if messages or ready is not None:
                     idleness.busy()
                     continue

@@ -10,12 +10,21 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported for type checkers
 
 from leo_activation.engine.decode import Coords, Polled, timestamp_ms
 from leo_activation.engine.handler import Handler
 from leo_activation.engine.stats import BatchStats
-from leo_activation.kafka import reader
+from leo_activation.kafka import admin_client, reader
 from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,11 +125,18 @@ class Waiting:
         applied first), or None if there is none. A partition whose committed offset is at its
         high watermark costs no read."""
         present = {e.topic for batch in polled.by_tenant.values() for e in batch}
-        return {
-            upstream: self._unread_before(consumer, polled, upstream)
-            for upstream, topics in self.gated.items()
-            if topics & present
-        }
+        delay = 0.5
+        while True:
+            try:
+                return {
+                    upstream: self._unread_before(consumer, polled, upstream)
+                    for upstream, topics in self.gated.items()
+                    if topics & present
+                }
+            except KafkaException as exc:  # a leader moving (a broker restarts): read again
+                log.warning("upstream positions not readable (%s); retrying", exc.args[0])
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
 
     def _unread_before(self, consumer: Consumer, polled: Polled, upstream: str) -> int | None:
         topic = self.settings.topic(upstream)
@@ -184,3 +200,71 @@ def coords(msg: Message) -> Coords:
 
 def _tp_coords(tp: TopicPartition) -> tuple[str, int, int]:
     return tp.topic, tp.partition, tp.offset
+
+
+class OpenTransactions:
+    """Says, one line per partition and at most once a minute each, when consumption is blocked
+    behind an open transaction: the partition's read-committed end (its last stable offset) has
+    not moved for ``after_s`` while its high watermark is past it. Some producer holds that
+    transaction open (one that died inside it, say) and nothing after it is readable until it
+    commits or the broker aborts it at its transaction timeout."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        logical_by_physical: Mapping[str, str],
+        *,
+        after_s: float = 30.0,
+        every_s: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.logical_by_physical = logical_by_physical
+        self.after_s, self.every_s = after_s, every_s
+        self._admin: AdminClient | None = None
+        self._next_check = 0.0
+        self._stable: dict[Partition, tuple[int, float]] = {}  # -> (last stable offset, since)
+        self._logged: dict[Partition, float] = {}
+        # partitions written past their read-committed end at the last check: not idle
+        self.pending: set[Partition] = set()
+
+    def check(self, consumer: Consumer, *, now: bool = False) -> None:
+        """Probe the assigned partitions, at most every 10 s unless ``now``."""
+        started = time.monotonic()
+        assignment = consumer.assignment()
+        if not assignment or (started < self._next_check and not now):
+            return
+        self._next_check = started + min(self.after_s, 10.0)
+        try:
+            stable = self._latest(assignment, IsolationLevel.READ_COMMITTED)
+            high = self._latest(assignment, IsolationLevel.READ_UNCOMMITTED)
+        except KafkaException:
+            return  # the cluster is away: that is logged where it is met
+        self.pending = {key for key, lso in stable.items() if high.get(key, lso) > lso}
+        for key, lso in stable.items():
+            previous = self._stable.get(key)
+            if previous is None or previous[0] != lso or high.get(key, lso) <= lso:
+                self._stable[key] = (lso, started)
+                continue
+            blocked_s = started - previous[1]
+            if blocked_s >= self.after_s and started - self._logged.get(key, -1e9) >= self.every_s:
+                self._logged[key] = started
+                topic, partition = key
+                logical = self.logical_by_physical.get(topic, topic)
+                log.warning(
+                    "%s/%d blocked behind an open transaction for %.0fs: readable up to offset "
+                    "%d, written up to %d; it is read once that transaction ends (the broker "
+                    "aborts it at its producer's transaction timeout)",
+                    logical, partition, blocked_s, lso, high[key],
+                )  # fmt: skip
+
+    def _latest(
+        self, partitions: Sequence[TopicPartition], isolation: IsolationLevel
+    ) -> dict[Partition, int]:
+        if self._admin is None:
+            self._admin = admin_client(self.settings)
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        request = {TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
+        futures = self._admin.list_offsets(
+            request, isolation_level=isolation, request_timeout=PROBE_TIMEOUT_S
+        )
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}

@@ -32,10 +32,16 @@ class TopicProducer:
         codec: Codec | None = None,
         transactional: bool = False,
         transaction_timeout_ms: int = TRANSACTION_TIMEOUT_MS,
+        transactional_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.codec = codec or make_codec(settings)
-        self.producer = Producer(producer_config(settings, transactional, transaction_timeout_ms))
+        config = producer_config(settings, transactional, transaction_timeout_ms)
+        if transactional_id is not None:
+            # a replacement producer under the same id fences its predecessor and aborts the
+            # transaction that one left open at once, instead of after the transaction timeout
+            config["transactional.id"] = transactional_id
+        self.producer = Producer(config)
         self._failures: list[str] = []
         if transactional:
             self.producer.init_transactions(30)

@@ -2,21 +2,27 @@
 
 Every line is parsed and validated before anything is produced; every bad line is reported on
 stderr as ``FILE:LINE: reason`` (one line each, whatever is wrong with it) and nothing is sent.
-The good file is then produced in one Kafka transaction, so a failure half-way leaves nothing
-visible to read-committed consumers either.
+The good file is then produced in order, in short Kafka transactions of ``CHUNK_MESSAGES``
+messages, each all-or-nothing for read-committed consumers. A failure half-way leaves the chunks
+before it committed and says how many messages they hold; publishing the whole file again is the
+way to resume, and safe: every message's identity is deterministic, so what consumers applied
+already is absorbed as a duplicate.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from leo_activation import progress
 from leo_activation.contracts import MAX_JSON_DEPTH, from_json, json_depth
-from leo_activation.errors import LeoError, UsageError
+from leo_activation.errors import LeoError, UsageError, first_line
 from leo_activation.kafka import INPUT_TOPICS, ensure_topics
 from leo_activation.producers import TopicProducer
 from leo_activation.settings import Settings
@@ -57,16 +63,40 @@ def _one_line(exc: Exception) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+# A publish that dies inside a transaction blocks every read-committed consumer of the topic
+# until the broker aborts it, after this long: short transactions keep that wait short.
+TRANSACTION_TIMEOUT_MS = 60_000
+# Messages per transaction: produced and committed in seconds, far inside the timeout.
+CHUNK_MESSAGES = 5_000
+
+
 def publish(
-    settings: Settings, logical_topic: str, messages: list[tuple[str, dict[str, Any]]]
+    settings: Settings,
+    logical_topic: str,
+    messages: list[tuple[str, dict[str, Any]]],
+    *,
+    chunk: int = CHUNK_MESSAGES,
 ) -> None:
+    """Produce ``messages`` in order, ``chunk`` to a transaction; on a failure, ``LeoError``
+    saying how many were committed (always a prefix of ``messages``)."""
     ensure_topics(settings)
-    producer = TopicProducer(settings, transactional=True)
-    with producer.transaction():
-        for kind, record in progress.track(
-            messages, "publishing", total=len(messages), unit="lines"
-        ):
-            producer.send(logical_topic, kind, record)
+    committed = 0
+    try:
+        producer = TopicProducer(
+            settings, transactional=True, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS
+        )
+        lines = iter(progress.track(messages, "publishing", total=len(messages), unit="lines"))
+        while part := list(itertools.islice(lines, chunk)):
+            with producer.transaction():
+                for kind, record in part:
+                    producer.send(logical_topic, kind, record)
+            committed += len(part)
+    except (KafkaException, LeoError) as exc:
+        raise LeoError(
+            f"publishing failed ({first_line(exc)}): the first {committed} of {len(messages)} "
+            "messages are committed, the rest not; publish the whole input again to resume "
+            "(what was already published is absorbed as a duplicate)"
+        ) from None
 
 
 def cli_publish(settings: Settings, args: Any) -> int:
