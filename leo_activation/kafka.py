@@ -91,6 +91,12 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     return {key: _reveal(value) for key, value in config.items()}
 
 
+def new_transactional_id() -> str:
+    """A fresh transactional id: fencing of zombies is by consumer-group generation (KIP-447),
+    so none is reused across processes."""
+    return f"leo-{uuid.uuid4().hex}"
+
+
 def _config(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:
     return kafka_log.with_logger({**config, **connection_config(settings)})
 
@@ -150,8 +156,7 @@ def producer_config(
         },
     )
     if transactional:
-        # a fresh id per process: fencing of zombies is by consumer-group generation (KIP-447)
-        config["transactional.id"] = f"leo-{uuid.uuid4().hex}"
+        config["transactional.id"] = new_transactional_id()
         # how long the broker keeps a transaction of a producer that died open; read_committed
         # readers of its partitions (and its group's offsets) wait that long
         config["transaction.timeout.ms"] = transaction_timeout_ms

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 import psycopg
@@ -18,6 +17,7 @@ from leo_activation.codec import Codec
 from leo_activation.engine.apply import incapable
 from leo_activation.engine.handler import Outgoing
 from leo_activation.errors import LeoError
+from leo_activation.kafka import new_transactional_id
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.dead_letters import DEAD_LETTER_TOPIC, DeadLetter
 from leo_activation.settings import Settings
@@ -64,7 +64,7 @@ class Committer:
         self.codec = codec
         self.group = group
         self.on_retry = on_retry
-        self.transactional_id = f"leo-{uuid.uuid4().hex}"
+        self.transactional_id = new_transactional_id()
         self._wedged: list[Producer] = []  # producers whose API call hung (see _send_offsets)
         self.out = self._producer()
 
