@@ -151,9 +151,8 @@ def test_which_kafka_properties_are_secret(key: str, secret: bool) -> None:
 SECRET = st.text(string.ascii_letters + string.digits + "!#%+,-.;<>?^_~", min_size=8, max_size=30)
 
 
-@given(secret=SECRET)
-def test_no_secret_shows_in_repr_str_or_json(secret: str) -> None:
-    settings = from_env(
+def secret_settings(secret: str) -> Settings:
+    return from_env(
         {
             "LEO_KAFKA_SASL_PASSWORD": secret,
             "LEO_KAFKA_SSL_KEY_PASSWORD": secret,
@@ -165,8 +164,22 @@ def test_no_secret_shows_in_repr_str_or_json(secret: str) -> None:
             "LEO_SCHEMA_REGISTRY_URL": f"https://sr:{secret}@registry.example",
         }
     )
-    for shown in (repr(settings), str(settings), settings.model_dump_json()):
-        assert secret not in shown
+
+
+def shown(settings: Settings) -> tuple[str, ...]:
+    return (repr(settings), str(settings), settings.model_dump_json())
+
+
+# What the settings show whatever the secret is (field names, defaults, hosts): a secret that is a
+# piece of that text cannot be told apart from it ("admin_da" is in "admin_database_url").
+PUBLIC_TEXT = " ".join(shown(secret_settings("*")))
+
+
+@given(secret=SECRET.filter(lambda secret: secret not in PUBLIC_TEXT))
+def test_no_secret_shows_in_repr_str_or_json(secret: str) -> None:
+    settings = secret_settings(secret)
+    for text in shown(settings):
+        assert secret not in text
     assert settings.kafka_sasl_password is not None
     assert settings.kafka_sasl_password.get_secret_value() == secret
     assert settings.database_url == f"postgresql://app:{secret}@db.example:5432/leo"
