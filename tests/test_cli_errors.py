@@ -443,3 +443,20 @@ def test_consume_with_a_wrong_password_fails_fast_and_never_prints_it(
     code, stderr, elapsed = _consume_against(settings, password_role)
     _assert_refused(code, stderr, elapsed, "password authentication failed")
     assert WRONG_PASSWORD not in stderr
+
+
+def test_a_reader_that_went_away_is_no_traceback(tmp_path: Path) -> None:
+    """`leo-activation dev status | head`: the output's reader closes early; like any Unix tool
+    the command ends quietly (141, as a SIGPIPE would) instead of a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    env = {**os.environ, "LEO_DEV_HOME": str(tmp_path)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "leo_activation", "dev", "status"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False, env=env,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
