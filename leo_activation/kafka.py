@@ -7,9 +7,11 @@ is applied to each of them alike: ``Settings.extra_kafka`` (any librdkafka prope
 the named security settings.
 
 Keys keep per-key order: commands by tenant, CDP changes by tenant + profile, requests
-and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
-the database is a projection of them, and rebuilding it needs every message. The dead-letter
-topic has a single partition, so a dead letter's offset alone names it (``dead-letters redrive``).
+and receipts by tenant + delivery, data keys by tenant + profile + key id. Input topics keep
+their history forever (``retention.ms=-1``): the database is a projection of them, and
+rebuilding it needs every message; the keys topic is compacted instead, so an erasure's
+tombstones remove its keys. The dead-letter topic has a single partition, so a dead letter's
+offset alone names it (``dead-letters redrive``).
 """
 
 from __future__ import annotations
@@ -48,13 +50,24 @@ from leo_activation.settings import TOPIC_SUFFIXES, Settings, SettingsError, is_
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS = ("commands", "profile-changes", "receipts")
+INPUT_TOPICS = ("commands", "profile-changes", "receipts", "profile-keys")
 KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "commands": ("tenant_id",),
     "profile-changes": ("tenant_id", "profile_id"),
     "receipts": ("tenant_id", "delivery_id"),
     "delivery-requests": ("tenant_id", "delivery_id"),
+    # one profile may have several keys (key rings that did not know of each other's)
+    "profile-keys": ("tenant_id", "profile_id", "key_id"),
 }
+# Compacted topics: a tombstone (a message with no value) erases what its key held. The keys
+# topic keeps the newest record a key (for ever, or its tombstone while delete.retention.ms);
+# the delivery requests, which name destinations in plaintext for the channel connectors, are
+# also kept only for the broker's retention.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "profile-keys": {"cleanup.policy": "compact"},
+    "delivery-requests": {"cleanup.policy": "compact,delete"},
+}
+KEPT_FOR_EVER = {"retention.ms": "-1"}
 
 
 def message_key(logical_topic: str, record: Mapping[str, Any]) -> bytes:
@@ -303,7 +316,7 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
             replication_factor=replicas,
             config={
                 "min.insync.replicas": str(settings.topic_min_insync_replicas),
-                **({"retention.ms": "-1"} if name != "delivery-requests" else {}),
+                **TOPIC_CONFIGS.get(name, KEPT_FOR_EVER),
             },
         )
         for name in missing
