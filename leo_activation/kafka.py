@@ -68,6 +68,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "delivery-requests": {"cleanup.policy": "compact,delete"},
 }
 KEPT_FOR_EVER = {"retention.ms": "-1"}
+# input topics the consumers also write to: an erasure's key tombstones
+READ_AND_WRITTEN = frozenset({"profile-keys"})
 
 
 def message_key(logical_topic: str, record: Mapping[str, Any]) -> bytes:
@@ -296,8 +298,12 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
     the cluster first (``wait_for_cluster``)."""
     admin = admin_client(settings, wait=False)
     metadata = wait_for_cluster(settings, admin)
-    missing = [name for name in logical if settings.topic(name) not in metadata.topics]
-    existing = [settings.topic(name) for name in logical if name not in missing]
+    # a topic read and written (the keys topic) also where its output goes (verify's scratch)
+    physical = {(n, settings.topic(n)) for n in logical} | {
+        (n, settings.topic(n, output=True)) for n in logical if n in READ_AND_WRITTEN
+    }
+    missing = sorted((n, p) for n, p in physical if p not in metadata.topics)
+    existing = sorted(p for _, p in physical if p in metadata.topics)
     _warn_weak_topics(settings, admin, metadata, existing)
     if not missing:
         return
@@ -305,13 +311,13 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
     if brokers < replicas:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise LeoError(
-            f"cannot create topic {settings.topic(missing[0])}{more} with "
+            f"cannot create topic {missing[0][1]}{more} with "
             f"replication factor {replicas}: only {brokers} broker(s) live "
             "(LEO_TOPIC_REPLICATION_FACTOR; a single-broker cluster needs 1)"
         )
     wanted = [
         NewTopic(
-            settings.topic(name),
+            topic,
             num_partitions=1 if name == "dead-letters" else settings.topic_partitions,
             replication_factor=replicas,
             config={
@@ -319,7 +325,7 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
                 **TOPIC_CONFIGS.get(name, KEPT_FOR_EVER),
             },
         )
-        for name in missing
+        for name, topic in missing
     ]
     for topic, future in admin.create_topics(wanted, operation_timeout=30).items():
         try:
