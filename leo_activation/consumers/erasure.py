@@ -40,12 +40,13 @@ def erase(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, e: Envelope) -> A
     """Apply one erasure in the tenant's transaction."""
     r = e.record
     profile_id = uuid.UUID(str(r["profile_id"]))
-    params = {"profile_id": profile_id, "published_ms": e.published_ms}
+    params = {"tenant_id": tenant_id, "profile_id": profile_id, "published_ms": e.published_ms}
     query = sql_text("queries/erasure/keys_published_before.sql")
     published_before = [row[0] for row in conn.execute(query, params)]
     row = conn.execute(
         sql_text("queries/erasure/erase.sql"),
         {
+            "tenant_id": tenant_id,
             "profile_id": profile_id,
             "request_ref": r["request_ref"],
             "erased_at": r["occurred_at"],
@@ -58,7 +59,7 @@ def erase(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, e: Envelope) -> A
     if destroyed:
         waiting = conn.execute(
             sql_text("queries/dispatch/waiting_on_keys.sql"),
-            {"profiles": [profile_id] * len(destroyed), "keys": destroyed},
+            {"tenant_id": tenant_id, "profiles": [profile_id] * len(destroyed), "keys": destroyed},
         ).fetchall()
         if waiting:
             result.merge(dispatch.fan_out(conn, tenant_id, [w[0] for w in waiting]))
@@ -84,7 +85,8 @@ def _tombstones(
         deliveries = [
             row[0]
             for row in conn.execute(
-                sql_text("queries/erasure/queued_deliveries.sql"), {"profile_id": profile_id}
+                sql_text("queries/erasure/queued_deliveries.sql"),
+                {"tenant_id": tenant_id, "profile_id": profile_id},
             )
         ]
     for delivery_id in deliveries:

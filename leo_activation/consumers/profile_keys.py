@@ -64,13 +64,18 @@ class ProfileKeysHandler:
         if gone:
             applied += conn.execute(
                 sql_text("queries/keys/delete.sql"),
-                {"profiles": [p for p, _ in gone], "keys": [k for _, k in gone]},
+                {
+                    "tenant_id": tenant_id,
+                    "profiles": [p for p, _ in gone],
+                    "keys": [k for _, k in gone],
+                },
             ).rowcount
         result = ApplyResult()
         if kept:
             arrived = conn.execute(
                 sql_text("queries/keys/insert.sql"),
                 {
+                    "tenant_id": tenant_id,
                     "profiles": [p for (p, _), _ in kept],
                     "keys": [k for (_, k), _ in kept],
                     "data_keys": [e.record["data_key"] for _, e in kept],
@@ -82,7 +87,11 @@ class ProfileKeysHandler:
             if arrived:
                 waiting = conn.execute(
                     sql_text("queries/dispatch/waiting_on_keys.sql"),
-                    {"profiles": [a[0] for a in arrived], "keys": [a[1] for a in arrived]},
+                    {
+                        "tenant_id": tenant_id,
+                        "profiles": [a[0] for a in arrived],
+                        "keys": [a[1] for a in arrived],
+                    },
                 ).fetchall()
                 if waiting:
                     result.merge(dispatch.fan_out(conn, tenant_id, [w[0] for w in waiting]))

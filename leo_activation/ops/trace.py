@@ -55,7 +55,7 @@ def delivery_document(conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> 
         return None
     t = found[0]
     history = _rows(conn, "queries/trace/delivery_history.sql", params)
-    opened = Opener(conn, t["profile_id"], delivery_id)
+    opened = Opener(conn, t["tenant_id"], t["profile_id"], delivery_id)
     t["destination"] = opened.destination(t["destination"], delivery_id=delivery_id)
     for h in history:
         h["destination"] = opened.destination(h["destination"], log_id=h["log_id"])
@@ -153,7 +153,9 @@ def delivery_document(conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> 
     }  # fmt: skip
 
 
-def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Document | None:
+def profile_document(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, profile_id: uuid.UUID
+) -> Document | None:
     """A profile's facts and every activation that touched it, or None when the current tenant
     knows neither the profile nor any activation addressed to it."""
     params = {"profile_id": profile_id}
@@ -162,7 +164,7 @@ def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Do
     if not found and not activity:
         return None
     p = found[0] if found else None
-    opened = Opener(conn, profile_id)
+    opened = Opener(conn, tenant_id, profile_id)
     if p is not None:
         opened.profile(p)
     for a in activity:
@@ -218,10 +220,11 @@ class Opener:
     def __init__(
         self,
         conn: psycopg.Connection[Any],
+        tenant_id: uuid.UUID,
         profile_id: uuid.UUID | None,
         delivery_id: uuid.UUID | None = None,
     ) -> None:
-        params = {"profile_id": profile_id, "delivery_id": delivery_id}
+        params = {"tenant_id": tenant_id, "profile_id": profile_id, "delivery_id": delivery_id}
         self.erasures = [
             {"erased_at": e["erased_at"], "request_ref": e["request_ref"]}
             for e in _rows(conn, "queries/trace/erasures.sql", params)
@@ -280,7 +283,7 @@ def read_trace(
             with db.tenant_transaction(conn, tenant_id):
                 if what == "delivery":
                     return delivery_document(conn, object_id)
-                return profile_document(conn, object_id)
+                return profile_document(conn, tenant_id, object_id)
     except psycopg.errors.UndefinedTable as exc:
         raise LeoError(
             f"the database has no trace views ({first_line(exc)}): run `leo-activation migrate`"

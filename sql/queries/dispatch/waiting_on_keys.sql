@@ -3,7 +3,7 @@
 SELECT DISTINCT d.dispatch_id
 FROM unnest(%(profiles)s::uuid[], %(keys)s::uuid[]) AS k(profile_id, key_id)
 JOIN cdp_profile_version v
-  ON v.tenant_id = (SELECT leo_current_tenant()) AND v.profile_id = k.profile_id
+  ON v.tenant_id = %(tenant_id)s AND v.profile_id = k.profile_id
  AND v.key_id = k.key_id
 JOIN segment_snapshot_member m
   ON m.tenant_id = v.tenant_id AND m.profile_id = v.profile_id AND m.profile_version = v.version

@@ -1,3 +1,5 @@
+-- tenant_id is given as well as enforced by row-level security, here and in the other erasure
+-- and keys statements: a distributed database routes it to the tenant's shard.
 -- Apply one erasure: record it (append-only), destroy the data keys of every version of the
 -- profile applied before it (they precede it in the profile's partition, so the set is the same
 -- in every run), delete those keys from the mirror and clear the current profile row's personal
@@ -6,7 +8,7 @@
 -- was new and the keys it destroyed.
 WITH erasure AS (
     INSERT INTO profile_erasure (tenant_id, profile_id, request_ref, erased_at, correlation_id)
-    VALUES ((SELECT leo_current_tenant()), %(profile_id)s, %(request_ref)s, %(erased_at)s,
+    VALUES (%(tenant_id)s, %(profile_id)s, %(request_ref)s, %(erased_at)s,
             %(correlation_id)s)
     ON CONFLICT (tenant_id, profile_id, request_ref) DO NOTHING
     RETURNING tenant_id, profile_id
@@ -21,7 +23,7 @@ WITH erasure AS (
 ), shredded AS (
     DELETE FROM profile_key k
     USING destroyed d
-    WHERE k.tenant_id = (SELECT leo_current_tenant()) AND k.profile_id = %(profile_id)s
+    WHERE k.tenant_id = %(tenant_id)s AND k.profile_id = %(profile_id)s
       AND k.key_id = d.key_id
 ), cleared AS (
     UPDATE cdp_profiles p

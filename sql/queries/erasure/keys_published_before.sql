@@ -3,6 +3,6 @@
 -- dead-lettered upsert's key too). Their tombstones go out with the erasure; keys published after
 -- it, for data the CDP sent after it, are left alone.
 SELECT key_id FROM profile_key
-WHERE tenant_id = (SELECT leo_current_tenant()) AND profile_id = %(profile_id)s
+WHERE tenant_id = %(tenant_id)s AND profile_id = %(profile_id)s
   AND source_timestamp_ms <= %(published_ms)s
 ORDER BY key_id

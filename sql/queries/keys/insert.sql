@@ -3,13 +3,13 @@
 -- for them may be ready.
 INSERT INTO profile_key AS k (tenant_id, profile_id, key_id, data_key, created_at,
     source_timestamp_ms)
-SELECT (SELECT leo_current_tenant()), n.profile_id, n.key_id, n.data_key, n.created_at,
+SELECT %(tenant_id)s, n.profile_id, n.key_id, n.data_key, n.created_at,
     n.published_ms
 FROM unnest(%(profiles)s::uuid[], %(keys)s::uuid[], %(data_keys)s::bytea[],
             %(created)s::timestamptz[], %(published)s::bigint[])
      AS n(profile_id, key_id, data_key, created_at, published_ms)
 LEFT JOIN profile_erased_key x
-  ON x.tenant_id = (SELECT leo_current_tenant()) AND x.profile_id = n.profile_id
+  ON x.tenant_id = %(tenant_id)s AND x.profile_id = n.profile_id
  AND x.key_id = n.key_id
 WHERE x.key_id IS NULL
 ON CONFLICT (tenant_id, profile_id, key_id) DO NOTHING
