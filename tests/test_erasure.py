@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from leo_activation.contracts import from_json
 from leo_activation.db import connect
 from leo_activation.dev import corpus
 from leo_activation.kafka import ensure_topics, producer_config
+from leo_activation.ops.dead_letters import list_dead_letters
+from leo_activation.producers import TopicProducer
 from leo_activation.producers.publish import publish
 from leo_activation.settings import TOPIC_SUFFIXES, Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
@@ -357,3 +360,40 @@ def test_publish_seals_every_upsert_and_reuses_the_profiles_key(settings: Settin
         assert r["raw_attributes"] == "{}"
         assert r["raw_attributes_sealed"] is not None
     assert len(read_topic(settings, "profile-keys")) == 2  # one key a profile
+
+
+def test_a_bad_key_is_dead_lettered_without_its_bytes_and_bad_sealing_is_named(
+    settings: Settings,
+) -> None:
+    """A data key that cannot be mirrored is dead-lettered with its length and hash only (the
+    dead-letter topic is kept for ever: no tombstone would reach a key there), and cannot be
+    re-driven; an upsert that is sealed and plaintext at once, or sealed without its key, is
+    dead-lettered ``bad_sealing``."""
+    tenant = corpus.tenants(SEED, 1)[0]
+    register = {"type": "tenant_register", "tenant_id": tenant, "tenant_name": "T",
+                "occurred_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    publish_corpus(settings, corpus.Corpus({"commands": [register]}))
+    profile, key_id = uuid.uuid4(), uuid.uuid4()
+    secret = bytes(range(64))
+    bad_key = {"tenant_id": tenant, "profile_id": profile, "key_id": key_id,
+               "algorithm": "AES-GCM", "data_key": secret,
+               "occurred_at": datetime(2026, 1, 1, tzinfo=UTC)}  # fmt: skip
+    upsert = {"tenant_id": tenant, "profile_id": profile, "version": 1,
+              "occurred_at": datetime(2026, 1, 1, tzinfo=UTC), "raw_attributes": "{}"}  # fmt: skip
+    producer = TopicProducer(settings)
+    producer.send("profile-keys", "profile_key", bad_key)
+    producer.send("profile-changes", "profile_upsert",
+                  {**upsert, "key_id": key_id, "email": "plain@example.com",
+                   "email_sealed": b"\x00" * 32})  # fmt: skip
+    producer.send("profile-changes", "profile_upsert", {**upsert, "email_sealed": b"\x00" * 32})
+    producer.flush()
+    assert totals(drain(settings, idle=1.0)).dead_lettered == 3
+    letters = {d.error_class: d for d in list_dead_letters(settings)}
+    assert sorted(letters) == ["bad_key", "bad_sealing"]
+    key_letter = letters["bad_key"]
+    assert key_letter.original_value is None
+    assert key_letter.original_value_length is not None
+    assert key_letter.original_value_sha256 is not None
+    raw = b"".join(m.value() or b"" for m in read_topic(settings, "dead-letters"))
+    assert secret not in raw
+    assert cli(settings, "dead-letters", "redrive", str(key_letter.id)) == 1

@@ -11,6 +11,10 @@ re-checked.
 Membership changes are kept as history keyed by their per-segment sequence, with the profile
 version a join pinned; current segments are recomputed from it, and snapshot requests waiting for
 these sequences are sealed once complete (see :mod:`leo_activation.consumers.snapshots`).
+
+Upserts v4 carry the personal fields sealed under a data key of the profile; they are stored
+sealed and never opened here. An erasure (:mod:`leo_activation.consumers.erasure`) is applied in
+its place in the partition: the changes before it first, those after it after it.
 """
 
 from __future__ import annotations
