@@ -88,9 +88,13 @@ def encoded(
     return published
 
 
-def interleave(messages: list[Keyed], rng: random.Random, duplicate_rate: float) -> list[Keyed]:
+def interleave(
+    messages: list[Keyed], rng: random.Random, duplicate_rate: float, keys_last: bool = False
+) -> list[Keyed]:
     """A random merge of the per-key sequences, then redelivered copies anywhere after originals
-    (a producer retry or a replayed batch can land long after newer messages of the same key)."""
+    (a producer retry or a replayed batch can land long after newer messages of the same key).
+    ``keys_last``: the keys topic read after everything else (a rebuild that replays it last:
+    every erasure is applied before the keys it destroyed arrive)."""
     queues: dict[tuple[str, bytes], list[Keyed]] = defaultdict(list)
     for m in messages:
         queues[(m[0], m[1])].append(m)
@@ -100,6 +104,10 @@ def interleave(messages: list[Keyed], rng: random.Random, duplicate_rate: float)
         queue = rng.choice(live)
         order.append(queue.pop(0))
         live = [q for q in live if q]
+    if keys_last:
+        order = [m for m in order if m[0] != "profile-keys"] + [
+            m for m in order if m[0] == "profile-keys"
+        ]
     for index in reversed(range(len(order))):
         if rng.random() < duplicate_rate:
             order.insert(rng.randint(index + 1, len(order)), order[index])
@@ -215,6 +223,7 @@ def digest_of(engine: Engine) -> str:
         st.tuples(st.integers(0, 1), st.integers(0, 5), st.floats(0, 1, exclude_max=True)),
         max_size=3,
     ),
+    keys_last=st.booleans(),
 )
 def test_any_interleaving_with_duplicates_gives_the_same_digest(
     stack: Endpoints,
@@ -226,6 +235,7 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
     max_batch: int,
     lifecycle: Lifecycle,
     erasures: Erasures,
+    keys_last: bool,
 ) -> None:
     c = corpus.build(
         corpus_seed, n_tenants=2, n_profiles=6, n_segments=2, n_receipts=12,
@@ -245,7 +255,7 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
             assert outcomes.get("queued", 0) == outcomes.get("frequency_cap", 0), outcomes
     with deployment(stack, db_template) as shuffled:
         dead = apply_in_batches(
-            shuffled, interleave(published, rng, duplicate_rate), rng, max_batch
+            shuffled, interleave(published, rng, duplicate_rate, keys_last), rng, max_batch
         )
         assert dead == expected_dead
         assert digest_of(shuffled) == expected
