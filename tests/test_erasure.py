@@ -260,6 +260,18 @@ def test_erasure_leaves_no_readable_copy_and_verify_rebuilds_it(
         assert "+8490" not in out
         assert main([*flags[:3], flags[3], profiles[kept], *flags[4:]]) == 0
         assert f"user{kept}.v2@example.com" in capsys.readouterr().out
+        with connect(settings.admin_database_url) as conn:
+            row = conn.execute(
+                "SELECT delivery_id FROM delivery_log WHERE tenant_id = %s AND profile_id = %s",
+                (tenant, profiles[erased]),
+            ).fetchone()
+        assert row is not None
+        delivery = ["--database-url", settings.database_url, "trace", "delivery", str(row[0])]
+        assert main([*delivery, "--tenant", tenant]) == 0
+        out = capsys.readouterr().out
+        assert f"erased on 2026-02-01, request DSR-{erased}" in out
+        assert "example.com" not in out
+        assert f"+8490{erased:07d}" not in out
 
     # compaction and VACUUM: no byte of the erased profiles anywhere, the kept one's only
     # where the README says

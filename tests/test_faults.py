@@ -65,7 +65,7 @@ from leo_activation.producers.publish import (
     TRANSACTION_TIMEOUT_MS as PUBLISH_TRANSACTION_TIMEOUT_MS,
 )
 from leo_activation.settings import Settings
-from tests.fix_app import drain, publish_corpus, read_topic, totals
+from tests.fix_app import drain, publish_corpus, read_topic, share_keys, totals
 from tests.fix_db import DbUrls, fresh_database, make_tenant
 from tests.fix_stack import delete_prefixed_topics
 
@@ -273,24 +273,24 @@ def big(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Iterato
     prefix = f"fault{uuid.uuid4().hex[:8]}."
     c = big_corpus()
     assert c.count() >= 50_000
-    publish_corpus(
-        Settings(
-            kafka_bootstrap=stack.kafka_bootstrap,
-            topic_prefix=prefix,
-            topic_replication_factor=1,
-            topic_min_insync_replicas=1,
-        ),
-        c,
+    publisher = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        topic_prefix=prefix,
+        topic_replication_factor=1,
+        topic_min_insync_replicas=1,
     )
+    publish_corpus(publisher, c)
+    # the messages, and the data key publish made for each profile it sealed
+    messages = c.count() + len(read_topic(publisher, "profile-keys"))
     try:
         with fresh_database(stack, db_template) as urls:
             settings = app_settings(stack, urls, prefix, output_prefix=f"{prefix}clean.")
             commands_first(settings)
             stats = totals(drain(settings))
-            assert stats.consumed == c.count()
+            assert stats.consumed == messages
             assert stats.dead_lettered == 0
             assert duplicate_delivery_rows(urls.admin_url) == 0
-            yield Published(prefix, c.count(), state_digest(settings)[0])
+            yield Published(prefix, messages, state_digest(settings)[0])
     finally:
         delete_topics(kafka_admin, [prefix])
 
@@ -624,6 +624,7 @@ def test_poison_is_dead_lettered_with_its_reason_and_the_rest_applied(
     try:
         with fresh_database(stack, db_template) as urls:
             clean = app_settings(stack, urls, clean_prefix)
+            share_keys(settings, clean)  # the same profile versions are the same bytes
             publish_corpus(clean, c)
             commands_first(clean)
             assert totals(drain(clean)).dead_lettered == 0

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from confluent_kafka import Producer
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -21,13 +20,12 @@ from hypothesis import strategies as st
 from leo_activation.codec import make_codec
 from leo_activation.contracts import from_json
 from leo_activation.dev.stack import Endpoints
-from leo_activation.kafka import ensure_topics, producer_config
 from leo_activation.ops.digest import state_digest
 from leo_activation.producers.profile_keys import KeyRing
 from leo_activation.producers.publish import publish as publish_records
 from leo_activation.sealing import unseal
 from leo_activation.settings import Settings
-from tests.fix_app import deployment_settings, drain, read_topic
+from tests.fix_app import deployment_settings, drain, read_topic, share_keys
 from tests.fix_db import DbUrls, fresh_database, make_tenant, tenant_tx
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -125,16 +123,6 @@ def opened(settings: Settings, sealed: bytes) -> str:
     """An email sealed by publish, opened with the profile's key from the keys topic."""
     _, data_key = KeyRing.load(settings).keys[(uuid.UUID(TENANT), uuid.UUID(PROFILE))]
     return unseal(data_key, "email", sealed)
-
-
-def share_keys(source: Settings, target: Settings) -> None:
-    """The source deployment's data keys, produced to the target's keys topic as they are: the
-    target's publish then seals the same profiles to the same bytes."""
-    ensure_topics(target)
-    producer = Producer(producer_config(target))
-    for m in read_topic(source, "profile-keys"):
-        producer.produce(target.topic("profile-keys"), key=m.key(), value=m.value())
-    assert producer.flush(30) == 0
 
 
 def test_a_reused_cdp_version_is_refused_within_one_batch_and_across_batches(
