@@ -34,6 +34,7 @@ from leo_activation.producers import TopicProducer
 from leo_activation.producers.publish import publish
 from leo_activation.settings import TOPIC_SUFFIXES, Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
+from tests.test_operating import cli
 
 SEED = 30
 COMPACTED = ("profile-keys", "delivery-requests")
@@ -45,21 +46,6 @@ COMPACT_NOW = {
     "delete.retention.ms": "0",
     "file.delete.delay.ms": "0",
 }
-
-
-def cli(settings: Settings, *args: str) -> int:
-    assert settings.kafka_bootstrap
-    assert settings.database_url
-    assert settings.admin_database_url
-    return main(
-        [
-            "--bootstrap", settings.kafka_bootstrap,
-            "--database-url", settings.database_url,
-            "--admin-database-url", settings.admin_database_url,
-            "--topic-prefix", settings.topic_prefix,
-            *args,
-        ]
-    )  # fmt: skip
 
 
 def queued(settings: Settings) -> dict[str, dict[int, str]]:
