@@ -23,6 +23,7 @@ import fastavro.validation
 
 from leo_activation.codec import Catalog, SchemaVersion, catalog
 from leo_activation.errors import PoisonMessage
+from leo_activation.sealing import SIV_TAG_BYTES
 
 EMBEDDING_DIM = 384  # must match marketing_event.embedding vector(384) in sql/
 JSON_TEXT_FIELDS = frozenset({"raw_attributes", "reasoning_trace", "provider_response"})
@@ -75,6 +76,15 @@ class _Check:
 
 
 _CHECKS: dict[bytes, tuple[_Check, ...]] = {}
+_SEALED = "_sealed"
+
+
+def _max_len(name: str) -> int:
+    """A text field's limit in characters; a sealed field's (bytes) is its plaintext's limit in
+    UTF-8 bytes at most 4 a character, plus the SIV tag."""
+    if name.endswith(_SEALED):
+        return 4 * _max_len(name.removesuffix(_SEALED)) + SIV_TAG_BYTES
+    return MAX_JSON_TEXT if name in JSON_TEXT_FIELDS else MAX_TEXT.get(name, DEFAULT_MAX_TEXT)
 
 
 def _checks(version: SchemaVersion) -> tuple[_Check, ...]:
@@ -85,9 +95,7 @@ def _checks(version: SchemaVersion) -> tuple[_Check, ...]:
                 name=name,
                 is_uuid=_logical(t) == "uuid",
                 is_json=name in JSON_TEXT_FIELDS,
-                max_len=MAX_JSON_TEXT
-                if name in JSON_TEXT_FIELDS
-                else MAX_TEXT.get(name, DEFAULT_MAX_TEXT),
+                max_len=_max_len(name),
                 is_embedding=name == "embedding",
                 is_labels=name == "data_labels",
             )
@@ -118,6 +126,11 @@ def validate(kind: str, record: Mapping[str, Any], cat: Catalog | None = None) -
             _check_text(check, value)
             if check.is_json:
                 parsed[check.name] = _parse_json_object(check.name, value)
+        elif isinstance(value, bytes):
+            if len(value) > check.max_len:
+                raise PoisonMessage(
+                    "oversize", f"{check.name} is {len(value)} bytes (max {check.max_len})"
+                )
         elif check.is_embedding:
             _check_embedding(value)
         elif check.is_labels and any(len(str(label)) > DEFAULT_MAX_TEXT for label in value):

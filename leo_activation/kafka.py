@@ -7,9 +7,11 @@ is applied to each of them alike: ``Settings.extra_kafka`` (any librdkafka prope
 the named security settings.
 
 Keys keep per-key order: commands by tenant, CDP changes by tenant + profile, requests
-and receipts by tenant + delivery. Input topics keep their history forever (``retention.ms=-1``):
-the database is a projection of them, and rebuilding it needs every message. The dead-letter
-topic has a single partition, so a dead letter's offset alone names it (``dead-letters redrive``).
+and receipts by tenant + delivery, data keys by tenant + profile + key id. Input topics keep
+their history forever (``retention.ms=-1``): the database is a projection of them, and
+rebuilding it needs every message; the keys topic is compacted instead, so an erasure's
+tombstones remove its keys. The dead-letter topic has a single partition, so a dead letter's
+offset alone names it (``dead-letters redrive``).
 """
 
 from __future__ import annotations
@@ -48,13 +50,26 @@ from leo_activation.settings import TOPIC_SUFFIXES, Settings, SettingsError, is_
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS = ("commands", "profile-changes", "receipts")
+INPUT_TOPICS = ("commands", "profile-changes", "receipts", "profile-keys")
 KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "commands": ("tenant_id",),
     "profile-changes": ("tenant_id", "profile_id"),
     "receipts": ("tenant_id", "delivery_id"),
     "delivery-requests": ("tenant_id", "delivery_id"),
+    # one profile may have several keys (key rings that did not know of each other's)
+    "profile-keys": ("tenant_id", "profile_id", "key_id"),
 }
+# Compacted topics: a tombstone (a message with no value) erases what its key held. The keys
+# topic keeps the newest record a key (for ever, or its tombstone while delete.retention.ms);
+# the delivery requests, which name destinations in plaintext for the channel connectors, are
+# also kept only for the broker's retention.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "profile-keys": {"cleanup.policy": "compact"},
+    "delivery-requests": {"cleanup.policy": "compact,delete"},
+}
+KEPT_FOR_EVER = {"retention.ms": "-1"}
+# input topics the consumers also write to: an erasure's key tombstones
+READ_AND_WRITTEN = frozenset({"profile-keys"})
 
 
 def message_key(logical_topic: str, record: Mapping[str, Any]) -> bytes:
@@ -283,8 +298,12 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
     the cluster first (``wait_for_cluster``)."""
     admin = admin_client(settings, wait=False)
     metadata = wait_for_cluster(settings, admin)
-    missing = [name for name in logical if settings.topic(name) not in metadata.topics]
-    existing = [settings.topic(name) for name in logical if name not in missing]
+    # a topic read and written (the keys topic) also where its output goes (verify's scratch)
+    physical = {(n, settings.topic(n)) for n in logical} | {
+        (n, settings.topic(n, output=True)) for n in logical if n in READ_AND_WRITTEN
+    }
+    missing = sorted((n, p) for n, p in physical if p not in metadata.topics)
+    existing = sorted(p for _, p in physical if p in metadata.topics)
     _warn_weak_topics(settings, admin, metadata, existing)
     if not missing:
         return
@@ -292,21 +311,21 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
     if brokers < replicas:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise LeoError(
-            f"cannot create topic {settings.topic(missing[0])}{more} with "
+            f"cannot create topic {missing[0][1]}{more} with "
             f"replication factor {replicas}: only {brokers} broker(s) live "
             "(LEO_TOPIC_REPLICATION_FACTOR; a single-broker cluster needs 1)"
         )
     wanted = [
         NewTopic(
-            settings.topic(name),
+            topic,
             num_partitions=1 if name == "dead-letters" else settings.topic_partitions,
             replication_factor=replicas,
             config={
                 "min.insync.replicas": str(settings.topic_min_insync_replicas),
-                **({"retention.ms": "-1"} if name != "delivery-requests" else {}),
+                **TOPIC_CONFIGS.get(name, KEPT_FOR_EVER),
             },
         )
-        for name in missing
+        for name, topic in missing
     ]
     for topic, future in admin.create_topics(wanted, operation_timeout=30).items():
         try:

@@ -43,6 +43,7 @@ TOPIC_SUFFIXES = {
     "delivery-requests": "delivery.requests",
     "receipts": "delivery.receipts",
     "dead-letters": "dead-letters",
+    "profile-keys": "privacy.profile-keys",
 }
 #: topics this product writes (never reads as input); ``Settings.output_prefix`` redirects them
 OUTPUT_TOPICS = frozenset({"delivery-requests", "dead-letters"})
@@ -310,10 +311,11 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             yield name, masked.get(name, value) if name in _MASKED else value
 
-    def topic(self, logical: str) -> str:
-        """Physical topic name for a logical one (``receipts`` -> ``leo.delivery.receipts``)."""
+    def topic(self, logical: str, *, output: bool = False) -> str:
+        """Physical topic name for a logical one (``receipts`` -> ``leo.delivery.receipts``).
+        ``output``: the topic a consumer writes to (the keys topic is read and written)."""
         prefix = self.topic_prefix
-        if self.output_prefix is not None and logical in OUTPUT_TOPICS:
+        if self.output_prefix is not None and (output or logical in OUTPUT_TOPICS):
             prefix = self.output_prefix
         try:
             return prefix + TOPIC_SUFFIXES[logical]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Message, Producer
 
 from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
@@ -14,7 +14,7 @@ from leo_activation.dev.corpus import Corpus
 from leo_activation.dev.stack import Endpoints
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.stats import BatchStats
-from leo_activation.kafka import read_to_end
+from leo_activation.kafka import ensure_topics, producer_config, read_to_end
 from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
 from tests.fix_db import DbUrls
@@ -59,3 +59,13 @@ def read_topic(settings: Settings, logical: str) -> list[Message]:
 
 
 totals = BatchStats.total
+
+
+def share_keys(source: Settings, target: Settings) -> None:
+    """The source deployment's data keys, produced to the target's keys topic as they are: the
+    target's publish then seals the same profiles to the same bytes."""
+    ensure_topics(target)
+    producer = Producer(producer_config(target))
+    for m in read_topic(source, "profile-keys"):
+        producer.produce(target.topic("profile-keys"), key=m.key(), value=m.value())
+    assert producer.flush(30) == 0

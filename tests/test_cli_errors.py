@@ -187,6 +187,16 @@ def test_no_password_is_ever_printed(argv: list[str]) -> None:
         assert "postgresql://app:***@127.0.0.1:" in done.stdout
 
 
+@pytest.mark.parametrize("topic", ["dead-letters", "delivery-requests", "profile-keys"])
+def test_publish_refuses_a_topic_the_product_writes(topic: str, tmp_path: Path) -> None:
+    """The keys topic too: data keys are made by publish's key ring, never read from a file."""
+    path = tmp_path / "any.jsonl"
+    path.write_text("{}\n")
+    code, stderr = run_cli("publish", "--topic", topic, str(path), env=NOWHERE)
+    assert code == 2
+    assert "is written by this product" in assert_one_line(stderr)
+
+
 def test_publish_of_a_wrong_field_type_is_one_line_not_a_schema_dump(tmp_path: Path) -> None:
     receipt = corpus.build(5, n_tenants=1, n_profiles=1, n_receipts=1, duplicate_rate=0).topics[
         "receipts"

@@ -35,7 +35,7 @@ from leo_activation.dev import corpus
 from leo_activation.dev import stack as devstack
 from leo_activation.errors import LeoError
 from leo_activation.kafka import connection_config, ensure_topics
-from leo_activation.settings import Settings, from_env
+from leo_activation.settings import TOPIC_SUFFIXES, Settings, from_env
 from tests.fix_db import DbUrls
 from tests.fix_security import SecureKafka, _certificates
 
@@ -234,7 +234,7 @@ def test_topics_get_the_settings_durability_and_too_few_brokers_are_refused(
     caplog.set_level(logging.WARNING, logger="leo_activation.kafka")
     ensure_topics(settings.with_overrides(topic_replication_factor=2, topic_min_insync_replicas=2))
     warned = [r.getMessage() for r in caplog.records if "below the settings" in r.getMessage()]
-    assert len(warned) == 5  # one line per topic of the deployment
+    assert len(warned) == len(TOPIC_SUFFIXES)  # one line per topic of the deployment
     assert any(f"topic {topic} has replication factor 1 and min.insync.replicas 1" in w
                for w in warned)  # fmt: skip
 

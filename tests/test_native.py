@@ -16,6 +16,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from leo_activation.addresses import ADDRESS_KEYS, is_address_key
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, SchemaVersion, SingleObjectCodec
 from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
@@ -148,6 +149,48 @@ def test_receipts_get_the_same_row_and_id(
     record["correlation_id"] = correlation
     edges = codec.encode("delivery_receipt", record)
     assert_same([message("receipts", 0, plain, None), message("receipts", 1, edges, None)])
+
+
+# address keys as connectors spell them, and look-alikes that are not ASCII (kept by both paths)
+address_keys = st.sampled_from(sorted(ADDRESS_KEYS)).flatmap(
+    lambda k: st.sampled_from([k, k.upper(), k.title()])
+) | st.sampled_from(["EMAİL", "\u0422o", "addre\u017f\u017f"])
+nested_responses = st.recursive(
+    json_values,
+    lambda inner: (
+        st.dictionaries(address_keys | edge_text, inner, max_size=3) | st.lists(inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def addresses_in(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [k for k in value if is_address_key(k)] + [
+            a for v in value.values() for a in addresses_in(v)
+        ]
+    if isinstance(value, list):
+        return [a for v in value for a in addresses_in(v)]
+    return []
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    record=receipt_records(),
+    response=st.dictionaries(address_keys | edge_text, nested_responses, max_size=4),
+)
+def test_receipts_keep_no_address_on_either_path(
+    record: dict[str, Any], response: dict[str, Any]
+) -> None:
+    record["provider_response"] = json.dumps(response, ensure_ascii=False)
+    record["destination"] = "lan@example.com"
+    value = SingleObjectCodec().encode("delivery_receipt", record)
+    polled = assert_same([message("receipts", 0, value, None)])
+    for batch in polled.by_tenant.values():
+        for e in batch:
+            assert e.row is not None
+            assert e.row[4] is None  # destination
+            assert addresses_in(json.loads(e.row[8])) == []  # provider_response
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

@@ -222,7 +222,8 @@ def test_two_consumer_processes_survive_sigkill_and_match_one_consumer(
         single_group = f"single-{uuid.uuid4().hex[:8]}"
         Engine(single, HANDLERS, topics=["commands"], group=single_group).run(until_idle=1.0)
         stats = totals(drain(single, group=single_group))
-        assert stats.consumed == c.count() - len(c.topics["commands"])
+        keys = len(read_topic(settings, "profile-keys"))  # one a profile, made by publish
+        assert stats.consumed == c.count() - len(c.topics["commands"]) + keys
         assert stats.dead_lettered == 0
         assert state_digest(single)[0] == digest
 
@@ -246,10 +247,11 @@ def test_replay_rebuilds_a_lost_database_and_metrics_count_every_message(
     rc = cli(settings, "replay", "--group", group, "--topic", "commands", "--from-offset", "0")
     assert rc == 0
     Engine(settings, HANDLERS, topics=["commands"], group=group).run(until_idle=1.0)
-    for topic in ("profile-changes", "receipts"):
+    for topic in ("profile-changes", "receipts", "profile-keys"):
         rc = cli(settings, "replay", "--group", group, "--topic", topic, "--from-offset", "0")
         assert rc == 0
-    expected = c.count() - len(c.topics["commands"])
+    keys = len(read_topic(settings, "profile-keys"))  # one a profile, made by publish
+    expected = c.count() - len(c.topics["commands"]) + keys
 
     port = free_port()
     with consumer_process(settings, group, tmp_path / "c.log", "--metrics-port", str(port)) as proc:
@@ -274,6 +276,7 @@ def test_replay_rebuilds_a_lost_database_and_metrics_count_every_message(
         assert proc.wait(60) == 0
     for topic in ("profile-changes", "receipts"):
         assert samples[f"leo_messages_consumed_total{{topic={topic}}}"] == len(c.topics[topic])
+    assert samples["leo_messages_consumed_total{topic=profile-keys}"] == keys
     assert samples["leo_messages_consumed_total{topic=commands}"] == 0
     assert total(samples, "leo_messages_consumed_total") == expected
     assert total(samples, "leo_messages_dead_lettered_total") == 0

@@ -1,11 +1,12 @@
 """Property-based: the state is a function of the topics' contents, not of their interleaving.
 
-For random corpora (tenants, CDP profiles and memberships with consent facts, campaigns, events,
-contact policies requiring consent and capping the channel, snapshot requests, agent decisions,
-dispatches and receipts), any interleaving across topics and partitions that
-keeps per-key order (the only order Kafka promises), with random duplicates (redeliveries) and
-random batch boundaries, must give the digest and the dead letters of the same corpus applied
-in publish order, tenant lifecycle commands (disable, enable, rename) included.
+For random corpora (tenants, CDP profiles sealed under their data keys and memberships with
+consent facts, campaigns, events, contact policies requiring consent and capping the channel,
+snapshot requests, agent decisions, dispatches, receipts and profile erasures), any interleaving
+across topics and partitions that keeps per-key order (the only order Kafka promises), with
+random duplicates (redeliveries) and random batch boundaries, must give the digest and the dead
+letters of the same corpus applied in publish order, tenant lifecycle commands (disable, enable,
+rename) included.
 Messages go through the real codec and the engine's real decode and apply path
 against the real database; only the broker is left out, because its interleaving is exactly
 what the test must control.
@@ -33,20 +34,29 @@ from leo_activation.engine.handler import Envelope
 from leo_activation.engine.loop import Engine
 from leo_activation.kafka import message_key
 from leo_activation.ops.digest import state_digest
+from leo_activation.producers.profile_keys import KeyRing
 from leo_activation.settings import Settings
 from tests.fix_db import fresh_database
 
 Keyed = tuple[str, bytes, bytes, int]  # (logical topic, key, value, Kafka timestamp ms)
 Lifecycle = list[tuple[int, str, float]]  # (tenant index, command type, where in publish order)
+Erasures = list[tuple[int, int, float]]  # (tenant index, profile number, where in publish order)
 Outcome = set[tuple[str, int, str]]  # dead letters: (topic, published ms, error class)
 
 
 def encoded(
-    engine: Engine, c: corpus.Corpus, tenants: list[str], lifecycle: Lifecycle
+    engine: Engine,
+    c: corpus.Corpus,
+    seed: int,
+    lifecycle: Lifecycle,
+    erasures: Erasures,
 ) -> list[Keyed]:
-    """The corpus as the bytes a producer would publish, in publish order (the Kafka timestamps
+    """The corpus as the bytes ``publish`` would produce, in publish order (the Kafka timestamps
     count up): the tenant registrations, then everything else with the drawn tenant lifecycle
-    commands (disable, enable, rename) published at the drawn places among it."""
+    commands (disable, enable, rename) and profile erasures published at the drawn places among
+    it; every profile upsert sealed by a key ring, each new data key on the keys topic just
+    before it."""
+    tenants = corpus.tenants(seed, 2)
     first: list[tuple[str, dict[str, object]]] = []
     rest: list[tuple[str, dict[str, object]]] = []
     for topic in ("commands", "profile-changes", "receipts"):
@@ -58,16 +68,33 @@ def encoded(
         if kind == "tenant_rename":
             command["tenant_name"] = f"Renamed {n}"
         rest.insert(int(where * len(rest)), ("commands", command))
+    for tenant, number, where in erasures:
+        profile = corpus.seeded_uuid(seed, tenants[tenant], "profile", number)
+        erase: dict[str, object] = {
+            "type": "profile_erase", "tenant_id": tenants[tenant], "profile_id": profile,
+            "request_ref": f"DSR-{number}", "occurred_at": "2030-02-01T00:00:00Z",
+        }  # fmt: skip
+        rest.insert(int(where * len(rest)), ("profile-changes", erase))
+    ring = KeyRing()
     published: list[Keyed] = []
-    for ts, (topic, message) in enumerate(first + rest, start=1):
+    for topic, message in first + rest:
         kind, record = from_json(topic, message)
-        published.append((topic, message_key(topic, record), engine.codec.encode(kind, record), ts))
+        sealed = ring.seal_all([(kind, record)]) if topic == "profile-changes" else [
+            (topic, kind, record)]  # fmt: skip
+        for logical, sealed_kind, sealed_record in sealed:
+            value = engine.codec.encode(sealed_kind, sealed_record)
+            key = message_key(logical, sealed_record)
+            published.append((logical, key, value, len(published) + 1))
     return published
 
 
-def interleave(messages: list[Keyed], rng: random.Random, duplicate_rate: float) -> list[Keyed]:
+def interleave(
+    messages: list[Keyed], rng: random.Random, duplicate_rate: float, keys_last: bool = False
+) -> list[Keyed]:
     """A random merge of the per-key sequences, then redelivered copies anywhere after originals
-    (a producer retry or a replayed batch can land long after newer messages of the same key)."""
+    (a producer retry or a replayed batch can land long after newer messages of the same key).
+    ``keys_last``: the keys topic read after everything else (a rebuild that replays it last:
+    every erasure is applied before the keys it destroyed arrive)."""
     queues: dict[tuple[str, bytes], list[Keyed]] = defaultdict(list)
     for m in messages:
         queues[(m[0], m[1])].append(m)
@@ -77,6 +104,10 @@ def interleave(messages: list[Keyed], rng: random.Random, duplicate_rate: float)
         queue = rng.choice(live)
         order.append(queue.pop(0))
         live = [q for q in live if q]
+    if keys_last:
+        order = [m for m in order if m[0] != "profile-keys"] + [
+            m for m in order if m[0] == "profile-keys"
+        ]
     for index in reversed(range(len(order))):
         if rng.random() < duplicate_rate:
             order.insert(rng.randint(index + 1, len(order)), order[index])
@@ -188,6 +219,11 @@ def digest_of(engine: Engine) -> str:
         ),
         max_size=4,
     ),
+    erasures=st.lists(
+        st.tuples(st.integers(0, 1), st.integers(0, 5), st.floats(0, 1, exclude_max=True)),
+        max_size=3,
+    ),
+    keys_last=st.booleans(),
 )
 def test_any_interleaving_with_duplicates_gives_the_same_digest(
     stack: Endpoints,
@@ -198,6 +234,8 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
     duplicate_rate: float,
     max_batch: int,
     lifecycle: Lifecycle,
+    erasures: Erasures,
+    keys_last: bool,
 ) -> None:
     c = corpus.build(
         corpus_seed, n_tenants=2, n_profiles=6, n_segments=2, n_receipts=12,
@@ -205,7 +243,7 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
     )  # fmt: skip
     rng = random.Random(order_seed)
     with deployment(stack, db_template) as baseline:
-        published = encoded(baseline, c, corpus.tenants(corpus_seed, 2), lifecycle)
+        published = encoded(baseline, c, corpus_seed, lifecycle, erasures)
         expected_dead = apply_in_batches(baseline, published, random.Random(0), 10_000)
         expected = digest_of(baseline)
         if not lifecycle:
@@ -217,8 +255,20 @@ def test_any_interleaving_with_duplicates_gives_the_same_digest(
             assert outcomes.get("queued", 0) == outcomes.get("frequency_cap", 0), outcomes
     with deployment(stack, db_template) as shuffled:
         dead = apply_in_batches(
-            shuffled, interleave(published, rng, duplicate_rate), rng, max_batch
+            shuffled, interleave(published, rng, duplicate_rate, keys_last), rng, max_batch
         )
         assert dead == expected_dead
         assert digest_of(shuffled) == expected
         assert over_cap(shuffled) == 0
+        assert erased_keys_left(shuffled) == 0
+
+
+def erased_keys_left(engine: Engine) -> int:
+    """Data keys of erased profiles still in the mirror: none, whatever order the keys and the
+    erasures were read in."""
+    [(count,)] = owner_rows(
+        engine,
+        "SELECT count(*) FROM profile_key k JOIN profile_erased_key x "
+        "USING (tenant_id, profile_id, key_id)",
+    )
+    return int(count)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leo_activation import ids
+from leo_activation.addresses import without_addresses
 from leo_activation.consumers.receipts import receipt_row
 from leo_activation.engine.handler import Envelope
 
@@ -26,16 +27,17 @@ json_values: st.SearchStrategy[object] = st.recursive(
 
 
 def reference_id(tenant: uuid.UUID, r: dict[str, Any]) -> uuid.UUID:
-    """The generic derivation the consumer shipped with: ``ids.delivery_fact_id`` of the fact."""
+    """The generic derivation: ``ids.delivery_fact_id`` of the fact as the row keeps it, with no
+    address (no destination, the response without its address fields)."""
     fact = {
         "fact": "receipt",
         "status": r["status"],
         "provider": r["provider"],
         "provider_message_id": r["provider_message_id"],
         "occurred_at": r["occurred_at"],
-        "destination": r["destination"],
+        "destination": None,
         "channel": r["channel"],
-        "provider_response": json.loads(r["provider_response"]),
+        "provider_response": without_addresses(json.loads(r["provider_response"])),
     }
     if r["correlation_id"] is not None:  # absent otherwise: older receipts keep their ids
         fact["correlation_id"] = r["correlation_id"]
@@ -71,7 +73,8 @@ def test_receipt_row_id_is_the_generic_fact_id(record: dict[str, Any]) -> None:
     row = receipt_row(envelope, str(tenant))
     assert row[1] == str(reference_id(tenant, record))
     assert (uuid.UUID(row[0]), uuid.UUID(row[2])) == (tenant, record["delivery_id"])
-    assert row[8] == ids.canonical_json(json.loads(record["provider_response"]))
+    assert row[4] is None
+    assert row[8] == ids.canonical_json(without_addresses(json.loads(record["provider_response"])))
     # the engine hands over validation's parse of provider_response (json.loads): the same row
     parsed = json.loads(record["provider_response"])
     assert receipt_row(envelope, str(tenant), parsed) == row

@@ -21,9 +21,11 @@ from leo_activation.codec import make_codec
 from leo_activation.contracts import from_json
 from leo_activation.dev.stack import Endpoints
 from leo_activation.ops.digest import state_digest
+from leo_activation.producers.profile_keys import KeyRing
 from leo_activation.producers.publish import publish as publish_records
+from leo_activation.sealing import unseal
 from leo_activation.settings import Settings
-from tests.fix_app import deployment_settings, drain, read_topic
+from tests.fix_app import deployment_settings, drain, read_topic, share_keys
 from tests.fix_db import DbUrls, fresh_database, make_tenant, tenant_tx
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -106,26 +108,32 @@ def _version_conflict_case(settings: Settings, *, one_batch: bool) -> tuple[str,
     letters = dead_letters(settings)
     # only the reuse with other content; the exact repeat after it is a duplicate
     assert [d["error_class"] for d in letters] == ["version_conflict"]
-    assert b"second@example.com" in letters[0]["original_value"]
+    _, reuse = make_codec(None).decode("profile-changes", letters[0]["original_value"])
+    assert opened(settings, reuse["email_sealed"]) == "second@example.com"
     assert "version 3" in letters[0]["reason"]
     # the version a join pins (and a dispatch reads its destination from) is the first one only
-    assert fetch(settings, "SELECT version, email FROM cdp_profile_version") == [
-        (3, "first@example.com")
-    ]
-    assert fetch(settings, "SELECT email FROM cdp_profiles") == [("first@example.com",)]
+    [(version, sealed)] = fetch(settings, "SELECT version, email_sealed FROM cdp_profile_version")
+    assert (version, opened(settings, sealed)) == (3, "first@example.com")
+    [(current,)] = fetch(settings, "SELECT email_sealed FROM cdp_profiles")
+    assert opened(settings, current) == "first@example.com"
     return state_digest(settings, uuid.UUID(TENANT))[0], letters
+
+
+def opened(settings: Settings, sealed: bytes) -> str:
+    """An email sealed by publish, opened with the profile's key from the keys topic."""
+    _, data_key = KeyRing.load(settings).keys[(uuid.UUID(TENANT), uuid.UUID(PROFILE))]
+    return unseal(data_key, "email", sealed)
 
 
 def test_a_reused_cdp_version_is_refused_within_one_batch_and_across_batches(
     stack: Endpoints, db_template: str, topic_prefix: str
 ) -> None:
     with fresh_database(stack, db_template) as a, fresh_database(stack, db_template) as b:
-        together = _version_conflict_case(
-            deployment_settings(stack, a, f"{topic_prefix}one."), one_batch=True
-        )
-        apart = _version_conflict_case(
-            deployment_settings(stack, b, f"{topic_prefix}two."), one_batch=False
-        )
+        one = deployment_settings(stack, a, f"{topic_prefix}one.")
+        two = deployment_settings(stack, b, f"{topic_prefix}two.")
+        together = _version_conflict_case(one, one_batch=True)
+        share_keys(one, two)  # the same profile versions are the same bytes in both
+        apart = _version_conflict_case(two, one_batch=False)
     assert together[0] == apart[0]
 
 

@@ -42,9 +42,13 @@ APPEND_ONLY = (
     "cdp_profile_version",
     "tenant_lifecycle",
     "contact_policy",
+    "profile_erasure",
+    "profile_erased_key",
 )
-# Work queues (empty at rest): the only tables the application may DELETE from.
+# Work queues (empty at rest) and the data keys (an erasure destroys them): the only tables the
+# application may DELETE from.
 WORK_QUEUES = ("segment_snapshot_tag_pending",)
+DELETABLE = (*WORK_QUEUES, "profile_key")
 NS = uuid.UUID("5d1f0c1e-7a0b-4c4e-9a55-1e0a0f5e0000")
 Row = dict[str, Any]
 
@@ -123,6 +127,35 @@ def world(tenant: uuid.UUID, salt: str = "") -> list[tuple[str, Row]]:
                 "content_hash": bytes(32),
                 "email": f"Someone{salt}@Example.com",
                 "occurred_at": t0,
+            },
+        ),
+        (
+            "profile_key",
+            {
+                "tenant_id": tenant,
+                "profile_id": profile,
+                "key_id": uid("key"),
+                "data_key": bytes(64),
+                "created_at": t0,
+                "source_timestamp_ms": 0,
+            },
+        ),
+        (
+            "profile_erasure",
+            {
+                "tenant_id": tenant,
+                "profile_id": profile,
+                "request_ref": f"DSR{salt}",
+                "erased_at": t0,
+            },
+        ),
+        (
+            "profile_erased_key",
+            {
+                "tenant_id": tenant,
+                "profile_id": profile,
+                "key_id": uid("erased-key"),
+                "request_ref": f"DSR{salt}",
             },
         ),
         (
@@ -559,7 +592,7 @@ def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b:
         conn.rollback()
         if can_delete:
             # granted on the work queues only, and it reaches the current tenant's rows only
-            assert table in WORK_QUEUES, f"{table}: the application may DELETE from it"
+            assert table in DELETABLE, f"{table}: the application may DELETE from it"
             with conn.transaction(force_rollback=True):
                 conn.execute("SELECT set_config('app.current_tenant_id', %s, true)", (str(a),))
                 cur = conn.execute(
@@ -568,8 +601,8 @@ def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b:
                 assert cur.rowcount == 0
                 assert conn.execute(sql.SQL("DELETE FROM {}").format(ident)).rowcount == 1
         else:
-            # DELETE is never granted to the application but on work queues
-            assert table not in WORK_QUEUES, f"{table}: a work queue the application cannot empty"
+            # DELETE is never granted to the application but on work queues and keys
+            assert table not in DELETABLE, f"{table}: a table the application cannot empty"
             with (
                 pytest.raises(errors.InsufficientPrivilege, match="permission denied"),
                 tenant_tx(conn, a),

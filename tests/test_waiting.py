@@ -18,7 +18,7 @@ from leo_activation.engine.loop import Engine
 from leo_activation.engine.stats import BatchStats
 from leo_activation.ops import verify
 from leo_activation.settings import Settings
-from tests.fix_app import publish_corpus
+from tests.fix_app import publish_corpus, read_topic
 from tests.fix_db import DbUrls
 
 TENANTS, PROFILES, RECEIPTS = 4, 100, 600
@@ -73,7 +73,10 @@ def test_a_backlog_waiting_behind_its_registrations_is_applied_in_one_run(
     Engine(settings, HANDLERS, on_batch=batches.append).run(until_idle=2)
     publish_corpus(settings, commands)  # registrations last, after the fillers
     publish_corpus(settings, traffic)
-    produced = registered.count() + commands.count() + traffic.count()
+    # with the data key publish made for each profile it sealed (never held back: not data)
+    keys = len(read_topic(settings, "profile-keys"))
+    assert keys == TENANTS * PROFILES + PROFILES
+    produced = registered.count() + commands.count() + traffic.count() + keys
     assert traffic.count() >= 20 * BATCH
 
     Engine(settings, HANDLERS, on_batch=batches.append).run(until_idle=3)

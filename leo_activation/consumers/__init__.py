@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from leo_activation.consumers.commands import CommandsHandler
 from leo_activation.consumers.profile_changes import ProfileChangesHandler
+from leo_activation.consumers.profile_keys import ProfileKeysHandler
 from leo_activation.consumers.receipts import ReceiptsHandler
 from leo_activation.engine.handler import Handler
 
-HANDLERS: tuple[Handler, ...] = (CommandsHandler(), ProfileChangesHandler(), ReceiptsHandler())
+HANDLERS: tuple[Handler, ...] = (
+    CommandsHandler(),
+    ProfileKeysHandler(),
+    ProfileChangesHandler(),
+    ReceiptsHandler(),
+)

@@ -74,6 +74,7 @@ from leo_activation import db, ids
 from leo_activation.engine.handler import AfterCommit, ApplyResult, Connection, Emit, Outgoing
 from leo_activation.producers.delivery_requests import delivery_request
 from leo_activation.resources import sql_text
+from leo_activation.sealing import DESTINATION_FIELD, unseal
 
 CHUNK = 10_000  # members per server-side fetch and per COPY
 CHANNELS = frozenset({"email", "sms", "push", "zalo"})
@@ -81,7 +82,7 @@ NO_PIN_REASON = "membership change does not pin a profile version"
 DELIVERY_COLUMNS = (
     "tenant_id", "log_id", "delivery_id", "event_id", "profile_id", "snapshot_id", "task_id",
     "dispatch_id", "channel", "destination", "delivery_status", "reason", "sent_at",
-    "correlation_id", "profile_version",
+    "correlation_id", "profile_version", "key_id", "destination_sealed",
 )  # fmt: skip
 
 
@@ -181,7 +182,7 @@ def _fan_out_one(
         members.execute(sql_text("queries/dispatch/members.sql"), params)
         while chunk := members.fetchmany(CHUNK):
             rows: list[tuple[Any, ...]] = []
-            for profile_id, profile_version, destination, reason in chunk:
+            for profile_id, profile_version, destination, sealed, key_id, reason in chunk:
                 delivery = ids.delivery_id(tenant_id, d.event_id, profile_id)
                 status = "queued" if reason is None else "suppressed"
                 log_id = ids.delivery_fact_id(
@@ -190,7 +191,7 @@ def _fan_out_one(
                 row = (
                     tenant_id, log_id, delivery, d.event_id, profile_id, d.snapshot_id,
                     d.task_id, d.dispatch_id, d.channel, destination, status, reason,
-                    d.requested_at, d.correlation_id, profile_version,
+                    d.requested_at, d.correlation_id, profile_version, key_id, sealed,
                 )  # fmt: skip
                 rows.append(row)
             _copy(conn, rows)
@@ -203,7 +204,13 @@ def _requests(tenant_id: uuid.UUID, d: ReadyDispatch, conn: Connection) -> Itera
     with db.tenant_transaction(conn, tenant_id), conn.cursor(name="fan_out_requests") as cur:
         cur.execute(sql_text("queries/dispatch/requests.sql"), {"dispatch_id": d.dispatch_id})
         while chunk := cur.fetchmany(CHUNK):
-            for delivery, profile_id, destination in chunk:
+            for delivery, profile_id, plaintext, sealed, data_key in chunk:
+                if sealed is None:
+                    destination = plaintext
+                elif data_key is None:  # erased since the fan-out: nothing to send to
+                    continue
+                else:
+                    destination = unseal(data_key, DESTINATION_FIELD[d.channel], sealed)
                 yield delivery_request(tenant_id, d, delivery, profile_id, destination)
 
 

@@ -11,6 +11,10 @@ re-checked.
 Membership changes are kept as history keyed by their per-segment sequence, with the profile
 version a join pinned; current segments are recomputed from it, and snapshot requests waiting for
 these sequences are sealed once complete (see :mod:`leo_activation.consumers.snapshots`).
+
+Upserts v4 carry the personal fields sealed under a data key of the profile; they are stored
+sealed and never opened here. An erasure (:mod:`leo_activation.consumers.erasure`) is applied in
+its place in the partition: the changes before it first, those after it after it.
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ import psycopg
 
 from leo_activation import ids
 from leo_activation.bulk import stage
-from leo_activation.consumers import dispatch, snapshots, tenancy
+from leo_activation.consumers import dispatch, erasure, snapshots, tenancy
 from leo_activation.contracts import DEFAULT_MAX_TEXT
 from leo_activation.engine.handler import ApplyResult, Envelope, Gate
 from leo_activation.errors import PoisonMessage
 from leo_activation.resources import sql_text
+from leo_activation.sealing import SEALED_FIELDS
 
 PROFILE_COLUMNS = (
     "tenant_id", "profile_id", "ext_id", "email", "mobile_number", "push_token", "data_labels",
     "raw_attributes", "cdp_version", "content_hash", "updated_at", "consents",
+    "key_id", *(f"{name}_sealed" for name in SEALED_FIELDS),
 )  # fmt: skip
 CONSENT_STATES = frozenset({"granted", "revoked"})
 MEMBERSHIP_COLUMNS = (
@@ -48,16 +54,37 @@ def profile_row(e: Envelope, attributes: Any = None) -> tuple[Any, ...]:
         attributes = json.loads(r["raw_attributes"])
     labels = sorted(set(r.get("data_labels") or []))
     consents = consents_by_channel(r.get("consents") or [])
+    key_id, sealed = sealed_fields(r, attributes)
     content = [r["ext_id"], r["email"], r["mobile_number"], r.get("push_token"), labels, attributes,
                r["occurred_at"]]  # fmt: skip
     if consents:  # left out when empty, so a version without consents hashes as before them
         content.append(consents)
+    if key_id is not None:  # likewise: plaintext versions hash as before sealing existed
+        hexes = {n: v.hex() for n, v in zip(SEALED_FIELDS, sealed, strict=True) if v is not None}
+        content.append({"key_id": str(key_id), **hexes})
     return (
         e.tenant_id, uuid.UUID(str(r["profile_id"])), r["ext_id"], r["email"], r["mobile_number"],
         r.get("push_token"), labels, ids.canonical_json(attributes), r["version"],
         hashlib.sha256(ids.canonical_json(content).encode()).digest(), r["occurred_at"],
-        ids.canonical_json(consents),
+        ids.canonical_json(consents), key_id, *sealed,
     )  # fmt: skip
+
+
+def sealed_fields(r: Mapping[str, Any], attributes: Any) -> tuple[uuid.UUID | None, list[Any]]:
+    """The data key id and sealed personal fields of an upsert (v4), or (None, Nones) for a
+    plaintext one. A sealed upsert carries no personal field in plaintext, and a sealed field
+    needs the key it was sealed under: anything else poisons the upsert."""
+    sealed = [r.get(f"{name}_sealed") for name in SEALED_FIELDS]
+    key = r.get("key_id")
+    if key is None:
+        if any(value is not None for value in sealed):
+            raise PoisonMessage("bad_sealing", "a sealed field without the key_id it is under")
+        return None, sealed
+    plain = [name for name in SEALED_FIELDS[:-1] if r.get(name) is not None]
+    if plain or attributes:
+        shown = ", ".join(plain or ["raw_attributes"])
+        raise PoisonMessage("bad_sealing", f"a sealed upsert also carries {shown} in plaintext")
+    return (key if isinstance(key, uuid.UUID) else uuid.UUID(str(key))), sealed
 
 
 def consents_by_channel(facts: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -132,11 +159,17 @@ def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any
     return membership_row(e)
 
 
+def _in_topic_order(e: Envelope) -> tuple[int, int]:
+    return e.partition, e.offset
+
+
 class ProfileChangesHandler:
     topic = "profile-changes"
     gate: Gate | None = tenancy.TENANCY
 
-    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        if envelope.kind == erasure.KIND:
+            return None
         return _row(envelope, json_fields)
 
     def apply(
@@ -145,7 +178,27 @@ class ProfileChangesHandler:
         tenant_id: uuid.UUID,
         batch: list[Envelope],
     ) -> ApplyResult:
+        """The changes before an erasure are applied before it, those after it after it (a
+        profile's changes share a partition, so this is the same order in every run)."""
         result = ApplyResult()
+        part: list[Envelope] = []
+        for e in sorted(batch, key=_in_topic_order):
+            if e.kind == erasure.KIND:
+                self._apply_changes(conn, tenant_id, part, result)
+                part = []
+                result.merge(erasure.erase(conn, tenant_id, e))
+            else:
+                part.append(e)
+        self._apply_changes(conn, tenant_id, part, result)
+        return result
+
+    def _apply_changes(
+        self,
+        conn: psycopg.Connection[Any],
+        tenant_id: uuid.UUID,
+        batch: list[Envelope],
+        result: ApplyResult,
+    ) -> None:
         upserts = [e for e in batch if e.kind == "profile_upsert"]
         if upserts:
             upserts = refuse_version_conflicts(conn, upserts, result)
@@ -173,4 +226,3 @@ class ProfileChangesHandler:
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
             segments = sorted({e.record["segment_key"] for e in changes})
             result.merge(snapshots.seal_ready(conn, tenant_id, segments))
-        return result

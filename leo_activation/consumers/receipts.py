@@ -1,5 +1,9 @@
 """Provider receipts -> append-only ``delivery_log`` rows (one per distinct receipt).
 
+A receipt's row keeps no address: its ``destination`` is not stored and the address fields of
+its ``provider_response`` are left out (:mod:`leo_activation.addresses`), and its id is a hash of
+what is stored, so an erased profile's address is in no receipt row.
+
 Any order and any number of duplicates give the same rows: a receipt's row id is a hash of its
 whole content (its correlation id included), and "current status" is computed by the
 ``delivery_status_current`` view, never stored by overwriting.
@@ -18,6 +22,7 @@ from typing import Any
 import psycopg
 
 from leo_activation import ids
+from leo_activation.addresses import without_addresses
 from leo_activation.bulk import stage
 from leo_activation.consumers import tenancy
 from leo_activation.engine.handler import ApplyResult, Envelope, Gate
@@ -68,7 +73,7 @@ def receipt_fact_id(
             '["delivery_log",', _quote(tenant_text), ",", _quote(delivery_text),
             ',{"channel":', _json_text(r["channel"]),
             "" if correlation_id is None else ',"correlation_id":' + _quote(correlation_id),
-            ',"destination":', _json_text(r["destination"]),
+            ',"destination":null',
             ',"fact":"receipt","occurred_at":', _quote(occurred),
             ',"provider":', _quote(r["provider"]),
             ',"provider_message_id":', _json_text(r["provider_message_id"]),
@@ -92,7 +97,7 @@ def receipt_row(e: Envelope, tenant_text: str, response: Any = None) -> tuple[An
     r = e.record
     if response is None:  # validation's parse of provider_response, when the caller has it
         response = json.loads(r["provider_response"])
-    response_json = ids.canonical_json(response)
+    response_json = ids.canonical_json(without_addresses(response))
     delivery = r["delivery_id"]
     delivery_text = str(delivery if isinstance(delivery, uuid.UUID) else uuid.UUID(str(delivery)))
     occurred = occurred_text(r["occurred_at"])
@@ -100,7 +105,7 @@ def receipt_row(e: Envelope, tenant_text: str, response: Any = None) -> tuple[An
         tenant_text,
         receipt_fact_id(tenant_text, delivery_text, r, response_json, e.correlation_id,
                         occurred=occurred),
-        delivery_text, r["channel"], r["destination"], r["status"], r["provider"],
+        delivery_text, r["channel"], None, r["status"], r["provider"],
         r["provider_message_id"], response_json, occurred, e.correlation_id,
         e.topic, e.partition, e.offset,
     )  # fmt: skip

@@ -17,7 +17,7 @@ from leo_activation.codec import Codec
 from leo_activation.engine.apply import incapable
 from leo_activation.engine.handler import Outgoing
 from leo_activation.errors import LeoError
-from leo_activation.kafka import new_transactional_id
+from leo_activation.kafka import message_key, new_transactional_id
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.dead_letters import DEAD_LETTER_TOPIC, DeadLetter
 from leo_activation.settings import Settings
@@ -109,7 +109,11 @@ class Committer:
                 out.produce_raw(self.settings.topic(DEAD_LETTER_TOPIC), key, value, headers)
             for output in outputs:
                 for o in output():
-                    out.send(o.topic, o.kind, o.record)
+                    out.produce_raw(
+                        self.settings.topic(o.topic, output=True),
+                        message_key(o.topic, o.record),
+                        None if o.tombstone else self.codec.encode(o.kind, o.record),
+                    )
             _send_offsets(producer, offsets, consumer.consumer_group_metadata())
             committing = True
             self._commit_transaction(producer)

@@ -13,7 +13,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from leo_activation import contracts
 from leo_activation.codec import Codec, SingleObjectCodec
-from leo_activation.engine.handler import Envelope, Handler
+from leo_activation.engine.handler import TOMBSTONE, Envelope, Handler, ReadsTombstones
 from leo_activation.engine.native import NativeDecoder, Prepared, native_decoder
 from leo_activation.errors import LeoError, PoisonMessage
 from leo_activation.producers.dead_letters import DeadLetter
@@ -67,8 +67,13 @@ class Decoder:
 
     def decode(self, logical: str, msg: Message) -> Envelope:
         """Decode and validate one message (raises PoisonMessage)."""
-        kind, record = self.codec.decode(logical, msg.value())
-        json_fields = contracts.validate(kind, record)
+        handler = self.handler_by_topic.get(logical)
+        json_fields: dict[str, Any] = {}
+        if msg.value() is None and isinstance(handler, ReadsTombstones):
+            kind, record = TOMBSTONE, handler.tombstone(msg.key())
+        else:
+            kind, record = self.codec.decode(logical, msg.value())
+            json_fields = contracts.validate(kind, record)
         tenant = record.get("tenant_id")
         if tenant is None:
             raise PoisonMessage("missing_tenant", "tenant_id is missing")
@@ -80,7 +85,6 @@ class Decoder:
             tenant_id=tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(str(tenant)),
             correlation_id=record.get("correlation_id") or header_correlation(msg) or None,
         )
-        handler = self.handler_by_topic.get(logical)
         row = None if handler is None else handler.prepare(envelope, json_fields)
         return envelope if row is None else envelope._replace(row=row)
 

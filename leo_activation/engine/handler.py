@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import psycopg
 
@@ -36,11 +36,21 @@ class Envelope(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """A record a handler emits, encoded with the topic's contract and keyed by the topic's rule,
-    in the same Kafka transaction as the batch offsets."""
+    in the same Kafka transaction as the batch offsets. A tombstone (``kind`` is ``TOMBSTONE``)
+    has no value: ``record`` holds only its key's fields, and a compacted topic drops what the
+    key held."""
 
     topic: str  # logical
     kind: str
     record: Mapping[str, Any]
+
+    @property
+    def tombstone(self) -> bool:
+        return self.kind == TOMBSTONE
+
+
+#: the kind of a message with no value on a compacted topic (emitted or read)
+TOMBSTONE = "tombstone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +117,15 @@ class Gate(Protocol):
     ) -> tuple[list[Envelope], list[Envelope], list[Rejected]]:
         """(admitted, waiting, rejected) of one tenant's messages, in its transaction.
         ``horizon_ms``: the publish time of the earliest unread upstream message (None: none)."""
+        ...
+
+
+@runtime_checkable
+class ReadsTombstones(Protocol):
+    """A handler of a compacted topic: a message with no value is a tombstone, not a poison."""
+
+    def tombstone(self, key: bytes | None) -> dict[str, Any]:
+        """The record of a tombstone (its key's fields); PoisonMessage for a malformed key."""
         ...
 
 

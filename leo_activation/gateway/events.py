@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from leo_activation.addresses import without_addresses
 from leo_activation.gateway.config import GatewayConfig, ProviderKeys, Secret
 
 # the names a connector gives the metadata it attaches (SendGrid custom_args, Mailgun
@@ -137,12 +138,13 @@ def build(
     occurred_at: datetime | None,
     metadata: Mapping[str, Any] | None,
     message_id: object = None,
-    destination: object = None,
     event_id: object = None,
 ) -> Outcome:
     """The receipt of one event, or why there is none. A tenant named in the event's metadata
-    must be the one whose key signed it."""
-    raw_bytes = canonical(raw)
+    must be the one whose key signed it. Neither the receipt nor a dead letter keeps the
+    recipient's address (``addresses.without_addresses``): an erasure could not reach it in the
+    receipts or dead-letter topics, kept for ever."""
+    raw_bytes = canonical(without_addresses(raw))
     meta = metadata if isinstance(metadata, Mapping) else {}
     claimed = meta.get(TENANT_FIELD)
     if claimed is not None and _uuid_text(claimed) != request.tenant_id:
@@ -164,7 +166,7 @@ def build(
             "provider_message_id": None if message_id is None else str(message_id),
             "status": status,
             "occurred_at": occurred_at,
-            "destination": None if destination is None else str(destination),
+            "destination": None,
             "channel": channel,
             "provider_response": raw_bytes.decode(),
             "correlation_id": None if event_id is None else f"{provider}:{event_id}",

@@ -163,6 +163,12 @@ def redrive(settings: Settings, ids: list[str]) -> list[tuple[str, str]]:
                 f"of {letter.original_value_length} bytes of its message (too big to keep "
                 "whole): it cannot be re-driven; nothing was re-driven"
             )
+        if letter.original_value is None and letter.original_value_length:
+            raise LeoError(
+                f"dead letter {ident} keeps only the length and hash of its message (a data key "
+                "is never copied to the dead-letter topic): it cannot be re-driven; nothing was "
+                "re-driven"
+            )
         try:
             logical = settings.logical_topic(source)
         except SettingsError:

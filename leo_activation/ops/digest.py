@@ -2,7 +2,8 @@
 
 Per tenant and table: SHA-256 over each row's business columns in their PostgreSQL text form
 (UTC), in primary-key order. Provenance columns (``PROVENANCE_COLUMNS``: where and when a row
-arrived) are left out, since a replay legitimately changes them. A tenant's digest hashes its
+arrived) are left out, since a replay legitimately changes them, and so are secrets
+(``SECRET_COLUMNS``). A tenant's digest hashes its
 table digests; the global digest hashes the tenants' digests in tenant-id order. Tables are read
 from the catalog, so a new table is covered without touching this file; the work queues
 (``WORK_QUEUE_TABLES``, empty at rest) are left out.
@@ -26,6 +27,9 @@ from leo_activation.settings import Settings
 PROVENANCE_COLUMNS = frozenset(
     {"source_topic", "source_partition", "source_offset", "source_timestamp_ms", "ingested_at"}
 )
+# Secrets: the data keys. Never hashed into a digest nor shown by verify; which keys exist (their
+# ids) is state and digested.
+SECRET_COLUMNS = frozenset({"data_key"})
 # Work queues: empty at rest, they record work still to do, not state (like the consumer
 # offsets). segment_snapshot_tag_pending holds sealed snapshots whose members' tags are not
 # written yet; a pending tag still shows, in cdp_profiles.segment_snapshots.
@@ -42,7 +46,11 @@ class StateTable:
 def state_tables(conn: psycopg.Connection[Any]) -> list[StateTable]:
     rows = conn.execute(sql_text("queries/ops/digest_tables.sql")).fetchall()
     return [
-        StateTable(name, tuple(keys), tuple(c for c in cols if c not in PROVENANCE_COLUMNS))
+        StateTable(
+            name,
+            tuple(keys),
+            tuple(c for c in cols if c not in PROVENANCE_COLUMNS | SECRET_COLUMNS),
+        )
         for name, keys, cols in rows
         if name != "leo_schema_migrations" and name not in WORK_QUEUE_TABLES
     ]

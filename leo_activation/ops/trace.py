@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from leo_activation import db, ids
 from leo_activation.errors import LeoError, first_line
 from leo_activation.resources import sql_text
+from leo_activation.sealing import DESTINATION_FIELD, unseal
 from leo_activation.settings import Settings
 
 DELIVERY_SCHEMA = "leo-activation/trace-delivery/v1"
@@ -54,6 +55,10 @@ def delivery_document(conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> 
         return None
     t = found[0]
     history = _rows(conn, "queries/trace/delivery_history.sql", params)
+    opened = Opener(conn, t["tenant_id"], t["profile_id"], delivery_id)
+    t["destination"] = opened.destination(t["destination"], delivery_id=delivery_id)
+    for h in history:
+        h["destination"] = opened.destination(h["destination"], log_id=h["log_id"])
     return {
         "schema": DELIVERY_SCHEMA,
         "tenant": {"tenant_id": t["tenant_id"], "tenant_name": t["tenant_name"]},
@@ -148,7 +153,9 @@ def delivery_document(conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> 
     }  # fmt: skip
 
 
-def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Document | None:
+def profile_document(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, profile_id: uuid.UUID
+) -> Document | None:
     """A profile's facts and every activation that touched it, or None when the current tenant
     knows neither the profile nor any activation addressed to it."""
     params = {"profile_id": profile_id}
@@ -157,9 +164,15 @@ def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Do
     if not found and not activity:
         return None
     p = found[0] if found else None
+    opened = Opener(conn, tenant_id, profile_id)
+    if p is not None:
+        opened.profile(p)
+    for a in activity:
+        a["destination"] = opened.destination(a["destination"], delivery_id=a["delivery_id"])
     return {
         "schema": PROFILE_SCHEMA,
         "profile_id": profile_id,
+        "erasures": opened.erasures,
         "profile": None if p is None else {
             "tenant_name": p["tenant_name"],
             "ext_id": p["ext_id"],
@@ -200,6 +213,64 @@ def profile_document(conn: psycopg.Connection[Any], profile_id: uuid.UUID) -> Do
     }  # fmt: skip
 
 
+class Opener:
+    """Opens a profile's sealed fields with its data keys for a trace; where an erasure
+    destroyed the key, the trace says so in place of the data."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        tenant_id: uuid.UUID,
+        profile_id: uuid.UUID | None,
+        delivery_id: uuid.UUID | None = None,
+    ) -> None:
+        params = {"tenant_id": tenant_id, "profile_id": profile_id, "delivery_id": delivery_id}
+        self.erasures = [
+            {"erased_at": e["erased_at"], "request_ref": e["request_ref"]}
+            for e in _rows(conn, "queries/trace/erasures.sql", params)
+        ]
+        self.sealed = _rows(conn, "queries/trace/sealed_destinations.sql", params)
+
+    def unreadable(self) -> str:
+        if not self.erasures:
+            return "(sealed; its data key has not arrived yet)"
+        last = self.erasures[-1]
+        return f"erased on {iso(last['erased_at'])[:10]}, request {last['request_ref']}"
+
+    def open(self, field: str, sealed: bytes | None, data_key: bytes | None) -> str | None:
+        if sealed is None:
+            return None
+        return self.unreadable() if data_key is None else unseal(data_key, field, sealed)
+
+    def destination(
+        self,
+        plaintext: str | None,
+        *,
+        delivery_id: uuid.UUID | None = None,
+        log_id: uuid.UUID | None = None,
+    ) -> str | None:
+        """A row's destination: its plaintext (an upsert v1-v3), else its sealed one opened."""
+        if plaintext is not None:
+            return plaintext
+        for row in self.sealed:
+            if row["log_id"] == log_id or (log_id is None and row["delivery_id"] == delivery_id):
+                field = DESTINATION_FIELD[row["channel"]]
+                return self.open(field, row["destination_sealed"], row["data_key"])
+        return None
+
+    def profile(self, p: Row) -> None:
+        """The current profile row's sealed fields opened in place of its plaintext ones."""
+        for field in ("ext_id", "email", "mobile_number", "raw_attributes"):
+            opened = self.open(field, p[f"{field}_sealed"], p["data_key"])
+            if opened is not None:
+                readable = field == "raw_attributes" and p["data_key"] is not None
+                p[field] = json.loads(opened) if readable else opened
+        erased = ("ext_id", "email", "mobile_number")
+        if self.erasures and all(p[field] is None for field in erased):
+            for field in erased:
+                p[field] = self.unreadable()
+
+
 def read_trace(
     settings: Settings, tenant_id: uuid.UUID, what: str, object_id: uuid.UUID
 ) -> Document | None:
@@ -212,7 +283,7 @@ def read_trace(
             with db.tenant_transaction(conn, tenant_id):
                 if what == "delivery":
                     return delivery_document(conn, object_id)
-                return profile_document(conn, object_id)
+                return profile_document(conn, tenant_id, object_id)
     except psycopg.errors.UndefinedTable as exc:
         raise LeoError(
             f"the database has no trace views ({first_line(exc)}): run `leo-activation migrate`"
@@ -370,6 +441,10 @@ def render_delivery(doc: Document) -> str:
 
 def render_profile(doc: Document) -> str:
     lines = [f"Profile {doc['profile_id']}"]
+    lines += [
+        f"  erased on {iso(e['erased_at'])[:10]}, request {e['request_ref']}"
+        for e in doc["erasures"]
+    ]
     p = doc["profile"]
     if p is None:
         lines.append("  no CDP profile row (only activations reference it)")

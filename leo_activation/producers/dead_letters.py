@@ -23,6 +23,8 @@ from leo_activation.errors import PoisonMessage
 
 DEAD_LETTER_TOPIC = "dead-letters"  # logical
 HEADER_PREFIX = "leo.dlq."
+#: topics whose values are secret (data keys): a dead letter keeps their length and hash only
+SECRET_VALUE_TOPICS = frozenset({"profile-keys"})
 # key + value + headers of a dead letter, with room under message.max.bytes (1,000,000) and the
 # topic's max.message.bytes (1,048,588) for the record batch's own framing
 MAX_DEAD_LETTER_BYTES = 900_000
@@ -80,7 +82,9 @@ class DeadLetter:
             error_class=error.error_class,
             reason=error.reason,
             original_key=msg.key(),
-            original_value=original,
+            # a data key is never copied to the dead-letter topic, kept for ever: an erasure's
+            # tombstone could not reach it there (its length and SHA-256 stay)
+            original_value=None if logical_topic in SECRET_VALUE_TOPICS else original,
             original_timestamp_ms=timestamp_ms if timestamp_ms and timestamp_ms > 0 else None,
             original_headers=tuple(
                 (name, value.encode() if isinstance(value, str) else value) for name, value in items

@@ -25,6 +25,7 @@ from leo_activation.contracts import MAX_JSON_DEPTH, from_json, json_depth
 from leo_activation.errors import LeoError, UsageError, first_line
 from leo_activation.kafka import INPUT_TOPICS, ensure_topics
 from leo_activation.producers import TopicProducer
+from leo_activation.producers.profile_keys import KeyRing
 from leo_activation.settings import Settings
 
 
@@ -78,18 +79,25 @@ def publish(
     chunk: int = CHUNK_MESSAGES,
 ) -> None:
     """Produce ``messages`` in order, ``chunk`` to a transaction; on a failure, ``LeoError``
-    saying how many were committed (always a prefix of ``messages``)."""
+    saying how many were committed (always a prefix of ``messages``). Profile upserts are
+    sealed first (``producers.profile_keys``): their personal fields never leave in plaintext."""
     ensure_topics(settings)
     committed = 0
     try:
+        ring = KeyRing.load(settings) if logical_topic == "profile-changes" else None
         producer = TopicProducer(
             settings, transactional=True, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS
         )
         lines = iter(progress.track(messages, "publishing", total=len(messages), unit="lines"))
         while part := list(itertools.islice(lines, chunk)):
+            outgoing = (
+                ring.seal_all(part)
+                if ring is not None
+                else ((logical_topic, kind, record) for kind, record in part)
+            )
             with producer.transaction():
-                for kind, record in part:
-                    producer.send(logical_topic, kind, record)
+                for topic, kind, record in outgoing:
+                    producer.send(topic, kind, record)
             committed += len(part)
     except (KafkaException, LeoError) as exc:
         raise LeoError(
@@ -101,7 +109,7 @@ def publish(
 
 def cli_publish(settings: Settings, args: Any) -> int:
     logical = settings.logical_topic(settings.resolve_topic(args.topic))
-    if logical not in INPUT_TOPICS:
+    if logical not in INPUT_TOPICS or logical == "profile-keys":
         raise UsageError(f"topic {args.topic!r} is written by this product, not published to")
     if args.file == "-":
         messages = read_messages(logical, sys.stdin, "<stdin>")

@@ -12,15 +12,38 @@ pub struct Limits {
     pub max_int_digits: usize,
 }
 
+/// Keys that name a recipient's address in a provider's callback, matched ASCII
+/// case-insensitively at any depth: `leo_activation.addresses.ADDRESS_KEYS`.
+const ADDRESS_KEYS: &[&str] = &[
+    "email",
+    "recipient",
+    "recipients",
+    "to",
+    "destination",
+    "emailaddress",
+    "phone",
+    "phonenumber",
+    "mobile",
+    "mobile_number",
+    "address",
+    "headers",
+    "commonheaders",
+];
+
+fn is_address_key(key: &str) -> bool {
+    key.is_ascii() && ADDRESS_KEYS.contains(&key.to_ascii_lowercase().as_str())
+}
+
 /// The canonical text of a JSON object text, or None when the Python path would not accept it
 /// exactly so (not JSON, not an object, too deep, a number it would refuse, a lone surrogate).
-pub fn canonical_object(text: &str, limits: Limits) -> Option<String> {
+/// `without_addresses`: address fields are left out (`addresses.without_addresses`).
+pub fn canonical_object(text: &str, limits: Limits, without_addresses: bool) -> Option<String> {
     let value: Json = serde_json::from_str(text).ok()?;
     if !value.is_object() || depth(&value) > limits.max_depth {
         return None;
     }
     let mut out = String::with_capacity(text.len());
-    write_value(&mut out, &value, limits)?;
+    write_value(&mut out, &value, limits, without_addresses)?;
     Some(out)
 }
 
@@ -32,7 +55,7 @@ fn depth(value: &Json) -> usize {
     }
 }
 
-fn write_value(out: &mut String, value: &Json, limits: Limits) -> Option<()> {
+fn write_value(out: &mut String, value: &Json, limits: Limits, redact: bool) -> Option<()> {
     match value {
         Json::Null => out.push_str("null"),
         Json::Bool(true) => out.push_str("true"),
@@ -45,20 +68,23 @@ fn write_value(out: &mut String, value: &Json, limits: Limits) -> Option<()> {
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(out, item, limits)?;
+                write_value(out, item, limits, redact)?;
             }
             out.push(']');
         }
         Json::Object(map) => {
             // serde_json's map is ordered by key bytes: code point order, as Python sorts
             out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
+            let kept = map
+                .iter()
+                .filter(|(key, _)| !(redact && is_address_key(key)));
+            for (i, (key, item)) in kept.enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
                 quote(out, key);
                 out.push(':');
-                write_value(out, item, limits)?;
+                write_value(out, item, limits, redact)?;
             }
             out.push('}');
         }
@@ -179,12 +205,23 @@ mod tests {
     fn objects_are_sorted_and_compact() {
         let text = r#" {"b": [1, 2.50, -0], "a": "x\u0001\"y", "a": "last", "c": {}} "#;
         assert_eq!(
-            canonical_object(text, LIMITS).unwrap(),
+            canonical_object(text, LIMITS, false).unwrap(),
             r#"{"a":"last","b":[1,2.5,0],"c":{}}"#
         );
         let mut out = String::new();
         quote(&mut out, "x\u{1}\"\u{7f}é");
         assert_eq!(out, "\"x\\u0001\\\"\u{7f}é\"");
+    }
+
+    #[test]
+    fn address_fields_are_left_out_at_any_depth() {
+        let text = r#"{"Email": "a@b.c", "mail": {"destination": ["a@b.c"], "id": 1,
+                       "commonHeaders": {"to": ["a@b.c"]}}, "items": [{"TO": "+84"}],
+                       "EMAİL": "kept: not ASCII"}"#;
+        assert_eq!(
+            canonical_object(text, LIMITS, true).unwrap(),
+            r#"{"EMAİL":"kept: not ASCII","items":[{}],"mail":{"id":1}}"#
+        );
     }
 
     #[test]
@@ -197,9 +234,9 @@ mod tests {
             "{",
             "NaN",
         ] {
-            assert!(canonical_object(text, LIMITS).is_none(), "{text}");
+            assert!(canonical_object(text, LIMITS, false).is_none(), "{text}");
         }
         let deep = format!("{}1{}", r#"{"a":"#.repeat(65), "}".repeat(65));
-        assert!(canonical_object(&deep, LIMITS).is_none());
+        assert!(canonical_object(&deep, LIMITS, false).is_none());
     }
 }

@@ -113,7 +113,7 @@ fn receipt<'py>(
         Some(provider_message_id),
         Some(Some(status)),
         Value::Long(occurred),
-        Some(destination),
+        Some(_destination), // never stored: a receipt row keeps no address (receipts.py)
         Some(channel),
         Some(response),
         Some(record_correlation),
@@ -153,8 +153,7 @@ fn receipt<'py>(
         fact.push_str(",\"correlation_id\":");
         quote(&mut fact, correlation);
     }
-    fact.push_str(",\"destination\":");
-    json_text(&mut fact, destination);
+    fact.push_str(",\"destination\":null");
     fact.push_str(",\"fact\":\"receipt\",\"occurred_at\":");
     quote(&mut fact, &occurred);
     fact.push_str(",\"provider\":");
@@ -179,7 +178,7 @@ fn receipt<'py>(
             PyString::new(py, &fact_id).into_any(),
             PyString::new(py, &delivery).into_any(),
             py_text(py, channel),
-            py_text(py, destination),
+            py_text(py, None),
             PyString::new(py, status).into_any(),
             PyString::new(py, provider).into_any(),
             py_text(py, provider_message_id),

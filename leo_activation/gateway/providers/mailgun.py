@@ -76,7 +76,6 @@ class Mailgun:
                 occurred_at=from_unix(event.get("timestamp")),
                 metadata=event.get("user-variables"),
                 message_id=headers.get("message-id"),
-                destination=event.get("recipient"),
                 event_id=event.get("id"),
             )
         ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
 
 from leo_activation.gateway.config import GatewayConfig, ProviderKeys
 from leo_activation.gateway.events import (
@@ -58,7 +57,6 @@ class Postmark:
             status = "deferred"
         if kind == "SubscriptionChange" and event.get("SuppressSending") is not True:
             status = None  # a resubscription: nothing in the vocabulary says it
-        destination: Any = event.get("Recipient", event.get("Email"))
         return [
             build(
                 request,
@@ -70,7 +68,6 @@ class Postmark:
                 occurred_at=from_iso(event.get(time_field)),
                 metadata=event.get("Metadata"),
                 message_id=event.get("MessageID"),
-                destination=destination,
                 event_id=f"{event.get('MessageID')}:{kind}:{event.get(time_field)}",
             )
         ]

@@ -79,7 +79,6 @@ class SendGrid:
                     occurred_at=from_unix(event.get("timestamp")),
                     metadata=event,
                     message_id=event.get("sg_message_id"),
-                    destination=event.get("email"),
                     event_id=event.get("sg_event_id"),
                 )
             )

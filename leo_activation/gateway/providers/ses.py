@@ -114,7 +114,6 @@ class Ses:
         occurred = from_iso(detail.get("timestamp")) if isinstance(detail, dict) else None
         tags = obj(mail.get("tags"))
         metadata = {k: v[0] for k, v in tags.items() if isinstance(v, list) and v}
-        destination = mail.get("destination")
         return [
             build(
                 request,
@@ -126,9 +125,6 @@ class Ses:
                 occurred_at=occurred or from_iso(mail.get("timestamp")),
                 metadata=metadata,
                 message_id=mail.get("messageId"),
-                destination=destination[0]
-                if isinstance(destination, list) and destination
-                else None,
                 event_id=message.get("MessageId"),
             )
         ]

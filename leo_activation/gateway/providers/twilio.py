@@ -81,7 +81,6 @@ class Twilio:
                 occurred_at=None if base is None else base + timedelta(microseconds=step),
                 metadata={k: v for k, v in metadata.items() if v is not None},
                 message_id=form["MessageSid"],
-                destination=form.get("To"),
                 event_id=f"{form['MessageSid']}:{form['MessageStatus']}",
             )
         ]

@@ -55,7 +55,6 @@ class Zalo:
         message = obj(event.get("message"))
         delivered_ms = message.get("delivery_time", event.get("timestamp"))
         occurred = from_unix_ms(delivered_ms)
-        recipient = obj(event.get("recipient"))
         return [
             build(
                 request,
@@ -67,7 +66,6 @@ class Zalo:
                 occurred_at=occurred,
                 metadata={DELIVERY_FIELD: message.get("tracking_id")},
                 message_id=message.get("msg_id"),
-                destination=recipient.get("id"),
                 event_id=f"{message.get('msg_id')}:{kind}",
             )
         ]

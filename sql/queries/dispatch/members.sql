@@ -1,5 +1,7 @@
 -- The members of a dispatch's snapshot in profile order, each with the destination for the
--- dispatch's channel taken from the profile version its join pinned (never the current profile:
+-- dispatch's channel (in plaintext from a v1-v3 upsert, or sealed, with its key's id, from a
+-- v4 one: copied sealed, opened only when the request is produced) taken from the profile
+-- version its join pinned (never the current profile:
 -- that depends on how far the profile-changes topic had got) and the reason it is suppressed
 -- (NULL: queued). Equal versions with different content: the highest content_hash, as in the
 -- cdp_profiles upsert. Precedence: the dispatch's own suppression (cancelled event, paused or
@@ -8,12 +10,12 @@
 -- the frequency cap: the member's deliveries on the channel queued by dispatches before this one
 -- in command order, within the cap's window of business time on either side (another delivery of
 -- the same event is the same delivery, not one more).
-SELECT m.profile_id, m.profile_version, pinned.destination,
+SELECT m.profile_id, m.profile_version, pinned.destination, pinned.destination_sealed, pinned.key_id,
        CASE
            WHEN %(suppress_reason)s::text IS NOT NULL THEN %(suppress_reason)s::text
            WHEN m.profile_version IS NULL
                THEN 'membership change does not pin a profile version'
-           WHEN pinned.destination IS NULL
+           WHEN pinned.destination IS NULL AND pinned.destination_sealed IS NULL
                THEN format('profile version %%s has no %%s for channel %%s', m.profile_version,
                            CASE %(channel)s::text
                                WHEN 'email' THEN 'email address'
@@ -45,6 +47,12 @@ LEFT JOIN LATERAL (
                       WHEN 'push' THEN v.push_token
                       ELSE v.mobile_number  -- sms, zalo
                   END, '') AS destination,
+           CASE %(channel)s::text
+               WHEN 'email' THEN v.email_sealed
+               WHEN 'push' THEN v.push_token_sealed
+               ELSE v.mobile_number_sealed
+           END AS destination_sealed,
+           v.key_id,
            v.consents -> %(channel)s::text ->> 'state' AS consent
     FROM cdp_profile_version v
     WHERE v.tenant_id = m.tenant_id AND v.profile_id = m.profile_id

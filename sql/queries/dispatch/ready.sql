@@ -1,7 +1,8 @@
 -- Which of the given dispatches can fan out now, with what the fan-out needs. Ready: still
 -- waiting, not already fanned out in this transaction, its snapshot sealed, no member pinned to a
 -- profile version that has not arrived yet (members that pin nothing do not wait: they are
--- suppressed), and, under a frequency cap, no earlier dispatch (in command order) on the channel
+-- suppressed), none pinned to a version sealed under a data key that has neither arrived nor
+-- been destroyed by an erasure (its request could not be produced), and, under a frequency cap, no earlier dispatch (in command order) on the channel
 -- within the cap's window of business time still to fan out: the cap counts their deliveries.
 -- Each ready dispatch is noted in dispatch_emitted in the same statement.
 WITH ready AS (
@@ -22,6 +23,17 @@ WITH ready AS (
                 SELECT FROM cdp_profile_version v
                 WHERE v.tenant_id = m.tenant_id AND v.profile_id = m.profile_id
                   AND v.version = m.profile_version))
+      AND NOT EXISTS (
+          SELECT FROM segment_snapshot_member m
+          JOIN cdp_profile_version v
+            ON v.tenant_id = m.tenant_id AND v.profile_id = m.profile_id
+           AND v.version = m.profile_version AND v.key_id IS NOT NULL
+          LEFT JOIN profile_key k
+            ON k.tenant_id = v.tenant_id AND k.profile_id = v.profile_id AND k.key_id = v.key_id
+          LEFT JOIN profile_erased_key x
+            ON x.tenant_id = v.tenant_id AND x.profile_id = v.profile_id AND x.key_id = v.key_id
+          WHERE m.tenant_id = d.tenant_id AND m.snapshot_id = d.snapshot_id
+            AND k.key_id IS NULL AND x.key_id IS NULL)
       AND (d.cap_max IS NULL OR NOT EXISTS (
           SELECT FROM dispatch earlier
           WHERE earlier.tenant_id = d.tenant_id AND earlier.channel = d.channel

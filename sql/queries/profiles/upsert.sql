@@ -4,7 +4,8 @@
 -- changes or a sealed snapshot may have arrived first).
 INSERT INTO cdp_profiles AS p (
     tenant_id, profile_id, ext_id, email, mobile_number, push_token, segments, data_labels,
-    segment_snapshots, raw_attributes, cdp_version, content_hash, updated_at, consents)
+    segment_snapshots, raw_attributes, cdp_version, content_hash, updated_at, consents, key_id,
+    ext_id_sealed, email_sealed, mobile_number_sealed, push_token_sealed, raw_attributes_sealed)
 SELECT DISTINCT ON (s.profile_id)
     s.tenant_id, s.profile_id, s.ext_id, s.email, s.mobile_number, s.push_token,
     ARRAY(
@@ -18,7 +19,9 @@ SELECT DISTINCT ON (s.profile_id)
     ARRAY(
         SELECT sm.snapshot_id FROM segment_snapshot_member sm
         WHERE sm.tenant_id = s.tenant_id AND sm.profile_id = s.profile_id ORDER BY sm.snapshot_id),
-    s.raw_attributes, s.cdp_version, s.content_hash, s.updated_at, s.consents
+    s.raw_attributes, s.cdp_version, s.content_hash, s.updated_at, s.consents, s.key_id,
+    s.ext_id_sealed, s.email_sealed, s.mobile_number_sealed, s.push_token_sealed,
+    s.raw_attributes_sealed
 FROM stage_cdp_profiles s
 ORDER BY s.profile_id, s.cdp_version DESC, s.content_hash DESC
 ON CONFLICT (tenant_id, profile_id) DO UPDATE SET
@@ -31,5 +34,11 @@ ON CONFLICT (tenant_id, profile_id) DO UPDATE SET
     cdp_version = EXCLUDED.cdp_version,
     content_hash = EXCLUDED.content_hash,
     updated_at = EXCLUDED.updated_at,
-    consents = EXCLUDED.consents
+    consents = EXCLUDED.consents,
+    key_id = EXCLUDED.key_id,
+    ext_id_sealed = EXCLUDED.ext_id_sealed,
+    email_sealed = EXCLUDED.email_sealed,
+    mobile_number_sealed = EXCLUDED.mobile_number_sealed,
+    push_token_sealed = EXCLUDED.push_token_sealed,
+    raw_attributes_sealed = EXCLUDED.raw_attributes_sealed
 WHERE (p.cdp_version, p.content_hash) < (EXCLUDED.cdp_version, EXCLUDED.content_hash)

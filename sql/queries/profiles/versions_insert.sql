@@ -4,9 +4,11 @@
 -- newly inserted versions count, so a version seen before never re-triggers a fan-out.
 WITH inserted AS (
     INSERT INTO cdp_profile_version (tenant_id, profile_id, version, content_hash, ext_id, email,
-        mobile_number, push_token, occurred_at, consents)
+        mobile_number, push_token, occurred_at, consents, key_id, ext_id_sealed, email_sealed,
+        mobile_number_sealed, push_token_sealed)
     SELECT tenant_id, profile_id, cdp_version, content_hash, ext_id, email, mobile_number,
-        push_token, updated_at, consents
+        push_token, updated_at, consents, key_id, ext_id_sealed, email_sealed,
+        mobile_number_sealed, push_token_sealed
     FROM stage_cdp_profiles
     ON CONFLICT (tenant_id, profile_id, version, content_hash) DO NOTHING
     RETURNING profile_id, version

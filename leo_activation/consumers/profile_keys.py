@@ -1,0 +1,104 @@
+"""The profile-keys topic -> ``profile_key``: the database's mirror of the profiles' data keys.
+
+The topic is compacted and keyed ``tenant:profile:key_id``; a key ring (``publish``) writes a key
+in the same Kafka transaction as the first upsert sealed under it, and a tombstone (no value)
+destroys it. The mirror follows: a record adds the key (unless an erasure destroyed it: a rebuild
+may read the record before compaction removed it), a tombstone deletes it. Nothing a consumer
+applies needs a key, except producing a delivery request: a dispatch waits until the keys of its
+members' pinned versions are here (or destroyed), and a key's arrival re-checks the dispatches
+waiting for it. The data keys never leave this table but to open a request, a trace, or a
+dead letter's value (left out: see ``producers/dead_letters.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from leo_activation.consumers import dispatch
+from leo_activation.engine.handler import TOMBSTONE, ApplyResult, Envelope, Gate
+from leo_activation.errors import PoisonMessage
+from leo_activation.resources import sql_text
+from leo_activation.sealing import ALGORITHM, KEY_BYTES
+
+TOPIC = "profile-keys"
+KIND = "profile_key"
+
+
+class ProfileKeysHandler:
+    topic = TOPIC
+    # keys are mirrored whatever their tenant's status: they are not data, and a key that waited
+    # would hold back the dispatches that need it
+    gate: Gate | None = None
+
+    def tombstone(self, key: bytes | None) -> dict[str, Any]:
+        parts = (key or b"").decode("utf-8", "replace").split(":")
+        try:
+            tenant, profile, key_id = (uuid.UUID(p) for p in parts)
+        except ValueError:
+            raise PoisonMessage(
+                "bad_uuid", "a profile-keys tombstone's key is not tenant:profile:key_id"
+            ) from None
+        return {"tenant_id": tenant, "profile_id": profile, "key_id": key_id}
+
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> None:
+        r = envelope.record
+        if envelope.kind == KIND and (
+            r["algorithm"] != ALGORITHM or len(r["data_key"]) != KEY_BYTES
+        ):
+            raise PoisonMessage("bad_key", f"a data key must be {ALGORITHM}, {KEY_BYTES} bytes")
+
+    def apply(
+        self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
+    ) -> ApplyResult:
+        # the newest message a key wins (a record, then its tombstone)
+        newest: dict[tuple[uuid.UUID, uuid.UUID], Envelope] = {}
+        for e in sorted(batch, key=lambda e: (e.partition, e.offset)):
+            newest[(_uuid(e.record["profile_id"]), _uuid(e.record["key_id"]))] = e
+        gone = [k for k, e in newest.items() if e.kind == TOMBSTONE]
+        kept = [(k, e) for k, e in newest.items() if e.kind != TOMBSTONE]
+        applied = 0
+        if gone:
+            applied += conn.execute(
+                sql_text("queries/keys/delete.sql"),
+                {
+                    "tenant_id": tenant_id,
+                    "profiles": [p for p, _ in gone],
+                    "keys": [k for _, k in gone],
+                },
+            ).rowcount
+        result = ApplyResult()
+        if kept:
+            arrived = conn.execute(
+                sql_text("queries/keys/insert.sql"),
+                {
+                    "tenant_id": tenant_id,
+                    "profiles": [p for (p, _), _ in kept],
+                    "keys": [k for (_, k), _ in kept],
+                    "data_keys": [e.record["data_key"] for _, e in kept],
+                    "created": [e.record["occurred_at"] for _, e in kept],
+                    "published": [e.published_ms for _, e in kept],
+                },
+            ).fetchall()
+            applied += len(arrived)
+            if arrived:
+                waiting = conn.execute(
+                    sql_text("queries/dispatch/waiting_on_keys.sql"),
+                    {
+                        "tenant_id": tenant_id,
+                        "profiles": [a[0] for a in arrived],
+                        "keys": [a[1] for a in arrived],
+                    },
+                ).fetchall()
+                if waiting:
+                    result.merge(dispatch.fan_out(conn, tenant_id, [w[0] for w in waiting]))
+        result.applied += applied
+        result.duplicates += len(batch) - applied
+        return result
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
