@@ -27,10 +27,21 @@ class Envelope(NamedTuple):
     record: dict[str, Any]
     tenant_id: uuid.UUID
     correlation_id: str | None
-    # what the topic's handler prepared for it when it was decoded (Handler.prepare)
-    row: tuple[Any, ...] | None = None
+    # the COPY text line the topic's handler prepared for it when it was decoded (Row.line)
+    row: bytes | None = None
     # the Kafka timestamp (ms): when it was published, which decides its tenant's status for it
     published_ms: int = 0
+    # what apply reads of the row besides writing it (Row.key)
+    row_key: tuple[Any, ...] | None = None
+
+
+class Row(NamedTuple):
+    """What a handler prepares for a message when it is decoded: the line ``apply`` COPYs into
+    its stage (``bulk.copy_line`` of the row's values), and the few values ``apply`` reads of it
+    for set-based checks (a profile upsert's profile, version and content hash, say)."""
+
+    line: bytes
+    key: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +127,7 @@ class Handler(Protocol):
     topic: str  # logical
     gate: Gate | None
 
-    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> Row | None:
         """The row ``apply`` will write for this message (``Envelope.row``), or None. Called when
         the message is decoded, in the thread that decodes the next batch while the previous one
         is applied: per-message work here overlaps the database's. ``json_fields``: the JSON

@@ -50,6 +50,7 @@ struct Decoder {
     limits: Limits,
     label_max: usize,
     namespace: uuid::Uuid,
+    rules: rows::Rules,
 }
 
 /// A decoded message, every reader field in its slot, JSON text fields in canonical form.
@@ -117,7 +118,7 @@ impl Version {
             };
             let slot = reader.iter().position(|r| r.name == name);
             if let Some(slot) = slot {
-                if reader[slot].ty != ty {
+                if !ty.resolves_to(&reader[slot].ty) {
                     return Ok(None); // a promotion the native path does not resolve
                 }
                 filled[slot] = true;
@@ -134,12 +135,22 @@ impl Version {
                 return Ok(None);
             }
         }
+        // a reader with fields the builder was not written for: its rows may hold them
+        if reader.len() != row.fields().len() {
+            return Ok(None);
+        }
         let mut slots = Vec::new();
         for name in row.fields() {
-            match reader.iter().position(|r| r.name == *name) {
-                Some(slot) => slots.push(slot),
-                None => return Ok(None),
+            let Some(slot) = reader.iter().position(|r| r.name == *name) else {
+                return Ok(None);
+            };
+            if let Type::RecordArray(fields) = &reader[slot].ty {
+                let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+                if names != row.record_fields(name) {
+                    return Ok(None);
+                }
             }
+            slots.push(slot);
         }
         Ok(Some(Version {
             topic,
@@ -171,6 +182,9 @@ impl Version {
         for (ty, slot) in &self.writer {
             let value = reader.value(ty)?;
             if let Some(slot) = slot {
+                if !self.reader[*slot].ty.holds(&value) {
+                    return None; // an enum symbol the reader does not know
+                }
                 values[*slot] = value;
             }
         }
@@ -205,7 +219,8 @@ impl Version {
 impl Decoder {
     /// `versions`: (fingerprint, logical topic, kind, writer schema JSON, reader schema JSON) of
     /// every shipped version; `checks`: per field name of a reader version, (longest text,
-    /// JSON object text?, data labels?).
+    /// JSON object text?, data labels?); `consent_channels`, `consent_states`: what a profile's
+    /// consent fact may name.
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -215,6 +230,8 @@ impl Decoder {
         max_int_digits: usize,
         label_max: usize,
         namespace: Vec<u8>,
+        consent_channels: Vec<String>,
+        consent_states: Vec<String>,
     ) -> PyResult<Self> {
         let namespace = uuid::Uuid::from_slice(&namespace)
             .map_err(|e| PyValueError::new_err(format!("namespace: {e}")))?;
@@ -237,6 +254,11 @@ impl Decoder {
             },
             label_max,
             namespace,
+            rules: rows::Rules {
+                consent_channels,
+                consent_states,
+                consent_max_text: label_max,
+            },
         })
     }
 
@@ -248,7 +270,8 @@ impl Decoder {
         kinds
     }
 
-    /// Per message `(kind, tenant text, correlation id, row)`, or None for the Python path.
+    /// Per message `(kind, tenant text, correlation id, COPY line, row key)`, or None for the
+    /// Python path.
     /// The lists run in parallel: logical topic, value, partition, offset, and the correlation
     /// id of its headers.
     fn prepare<'py>(
@@ -313,20 +336,38 @@ impl Decoder {
         let Some(decoded) = version.decode(&data[10..], self.limits, self.label_max) else {
             return Ok(None);
         };
-        let source = rows::Source {
-            topic,
-            partition: coords.0,
-            offset: coords.1,
-        };
-        version.row.build(
-            py,
-            &version.kind,
-            &decoded,
-            &version.slots,
-            &source,
+        let context = rows::Context {
+            source: rows::Source {
+                topic,
+                partition: coords.0,
+                offset: coords.1,
+            },
             header_correlation,
-            &self.namespace,
-        )
+            namespace: &self.namespace,
+            rules: &self.rules,
+        };
+        let Some(prepared) = version.row.build(py, &decoded, &version.slots, &context)? else {
+            return Ok(None);
+        };
+        let correlation = match &prepared.correlation {
+            Some(c) => PyString::new(py, c).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let key = match prepared.key {
+            Some(key) => key.into_any(),
+            None => py.None().into_bound(py),
+        };
+        let tuple = PyTuple::new(
+            py,
+            [
+                PyString::new(py, &version.kind).into_any(),
+                PyString::new(py, &prepared.tenant).into_any(),
+                correlation,
+                PyBytes::new(py, &prepared.line).into_any(),
+                key,
+            ],
+        )?;
+        Ok(Some(tuple))
     }
 }
 
