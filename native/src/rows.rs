@@ -171,7 +171,9 @@ impl Line {
             }
             let bare = !item.is_empty()
                 && !item.eq_ignore_ascii_case("null")
-                && !item.contains(['"', '{', '}', ',', '\\', ' ', '\t', '\n', '\r', '\x0c', '\x0b']);
+                && !item.contains([
+                    '"', '{', '}', ',', '\\', ' ', '\t', '\n', '\r', '\x0c', '\x0b',
+                ]);
             if bare {
                 literal.push_str(item);
             } else {
@@ -194,8 +196,7 @@ impl Line {
         self.next();
         self.out.extend_from_slice(b"\\\\x");
         for b in bytes {
-            self.out
-                .extend_from_slice(format!("{b:02x}").as_bytes());
+            self.out.extend_from_slice(format!("{b:02x}").as_bytes());
         }
     }
 
@@ -255,7 +256,11 @@ impl Builder {
     }
 }
 
-fn receipt(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Option<Prepared<'static>> {
+fn receipt(
+    decoded: &Decoded<'_>,
+    slots: &[usize],
+    context: &Context<'_>,
+) -> Option<Prepared<'static>> {
     let field = |i: usize| &decoded.values[slots[i]];
     let (
         Some(Some(tenant)),
@@ -351,7 +356,8 @@ fn consents(records: &[Vec<Value<'_>>], rules: &Rules) -> Option<String> {
             return None;
         };
         let known = |list: &[String], value: &str| list.iter().any(|v| v == value);
-        let fits = |text: &str| text.chars().count() <= rules.consent_max_text && !text.contains('\0');
+        let fits =
+            |text: &str| text.chars().count() <= rules.consent_max_text && !text.contains('\0');
         if !known(&rules.consent_channels, channel)
             || !known(&rules.consent_states, state)
             || by_channel.iter().any(|(c, _)| c == channel)
