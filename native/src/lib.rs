@@ -271,9 +271,9 @@ impl Decoder {
     }
 
     /// Per message `(kind, tenant text, correlation id, COPY line, row key)`, or None for the
-    /// Python path.
-    /// The lists run in parallel: logical topic, value, partition, offset, and the correlation
-    /// id of its headers.
+    /// Python path. The lists run in parallel: logical topic, value, partition, offset, and the
+    /// correlation id of its headers. The messages are decoded with the interpreter released
+    /// (the apply thread's Python runs meanwhile); only the answers are made with it.
     fn prepare<'py>(
         &self,
         py: Python<'py>,
@@ -295,47 +295,83 @@ impl Decoder {
                 "the lists of a batch differ in length",
             ));
         }
-        let mut out = Vec::with_capacity(n);
+        let mut inputs = Vec::with_capacity(n);
         for i in 0..n {
-            let topic = topics[i].to_str()?;
-            let prepared = match &values[i] {
-                Some(value) => self.prepare_one(
-                    py,
-                    topic,
-                    value.as_bytes(),
-                    (partitions[i], offsets[i]),
-                    header_correlations[i].as_deref(),
-                )?,
-                None => None,
-            };
-            out.push(prepared);
+            let value = values[i].as_ref().map(|v| v.as_bytes().to_vec());
+            inputs.push((topics[i].to_str()?.to_owned(), value));
         }
-        Ok(out)
+        let prepared: Vec<Option<(&Version, rows::Prepared)>> = py.detach(|| {
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(i, (topic, value))| {
+                    self.prepare_one(
+                        topic,
+                        value.as_deref()?,
+                        (partitions[i], offsets[i]),
+                        header_correlations[i].as_deref(),
+                    )
+                })
+                .collect()
+        });
+        prepared
+            .into_iter()
+            .map(|p| {
+                p.map(|(version, row)| answer(py, &version.kind, row))
+                    .transpose()
+            })
+            .collect()
     }
 }
 
+/// `(kind, tenant text, correlation id, COPY line, row key)` of a prepared row.
+fn answer<'py>(py: Python<'py>, kind: &str, row: rows::Prepared) -> PyResult<Bound<'py, PyTuple>> {
+    let correlation = match &row.correlation {
+        Some(c) => PyString::new(py, c).into_any(),
+        None => py.None().into_bound(py),
+    };
+    let key = match row.key {
+        rows::Key::None => py.None().into_bound(py),
+        rows::Key::Profile(profile, version, hash) => PyTuple::new(
+            py,
+            [
+                PyString::new(py, &profile).into_any(),
+                version.into_pyobject(py)?.into_any(),
+                PyBytes::new(py, &hash).into_any(),
+            ],
+        )?
+        .into_any(),
+        rows::Key::Segment(segment) => PyTuple::new(py, [PyString::new(py, &segment)])?.into_any(),
+    };
+    PyTuple::new(
+        py,
+        [
+            PyString::new(py, kind).into_any(),
+            PyString::new(py, &row.tenant).into_any(),
+            correlation,
+            PyBytes::new(py, &row.line).into_any(),
+            key,
+        ],
+    )
+}
+
 impl Decoder {
-    fn prepare_one<'py>(
+    fn prepare_one(
         &self,
-        py: Python<'py>,
         topic: &str,
         data: &[u8],
         coords: (i64, i64),
         header_correlation: Option<&str>,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    ) -> Option<(&Version, rows::Prepared)> {
         if data.len() < 10 || data[..2] != [0xc3, 0x01] {
-            return Ok(None);
+            return None;
         }
         let fingerprint: [u8; 8] = data[2..10].try_into().expect("eight bytes");
-        let Some(version) = self.versions.get(&fingerprint) else {
-            return Ok(None);
-        };
+        let version = self.versions.get(&fingerprint)?;
         if version.topic != topic {
-            return Ok(None);
+            return None;
         }
-        let Some(decoded) = version.decode(&data[10..], self.limits, self.label_max) else {
-            return Ok(None);
-        };
+        let decoded = version.decode(&data[10..], self.limits, self.label_max)?;
         let context = rows::Context {
             source: rows::Source {
                 topic,
@@ -346,28 +382,8 @@ impl Decoder {
             namespace: &self.namespace,
             rules: &self.rules,
         };
-        let Some(prepared) = version.row.build(py, &decoded, &version.slots, &context)? else {
-            return Ok(None);
-        };
-        let correlation = match &prepared.correlation {
-            Some(c) => PyString::new(py, c).into_any(),
-            None => py.None().into_bound(py),
-        };
-        let key = match prepared.key {
-            Some(key) => key.into_any(),
-            None => py.None().into_bound(py),
-        };
-        let tuple = PyTuple::new(
-            py,
-            [
-                PyString::new(py, &version.kind).into_any(),
-                PyString::new(py, &prepared.tenant).into_any(),
-                correlation,
-                PyBytes::new(py, &prepared.line).into_any(),
-                key,
-            ],
-        )?;
-        Ok(Some(tuple))
+        let row = version.row.build(&decoded, &version.slots, &context)?;
+        Some((version, row))
     }
 }
 

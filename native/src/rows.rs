@@ -3,8 +3,6 @@
 //! `profile_changes.profile_row` and `profile_changes.membership_row`), with the few values
 //! their `apply` reads (`Row.key`).
 
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
 use crate::avro::{iso_utc, uuid_text, Value};
@@ -33,12 +31,21 @@ pub struct Rules {
     pub consent_max_text: usize,
 }
 
-/// A prepared row: its COPY line and its key.
-pub struct Prepared<'py> {
+/// What `apply` reads of a row besides writing it (`Row.key`).
+pub enum Key {
+    None,
+    /// a profile upsert's profile id, version and content hash
+    Profile(String, i64, [u8; 32]),
+    /// a membership change's segment
+    Segment(String),
+}
+
+/// A prepared row: its COPY line and its key, made without the interpreter.
+pub struct Prepared {
     pub tenant: String,
     pub correlation: Option<String>,
     pub line: Vec<u8>,
-    pub key: Option<Bound<'py, PyTuple>>,
+    pub key: Key,
 }
 
 #[derive(Clone, Copy)]
@@ -241,26 +248,21 @@ impl Builder {
     }
 
     /// The prepared row, or None for the Python path.
-    pub fn build<'py>(
+    pub fn build(
         self,
-        py: Python<'py>,
         decoded: &Decoded<'_>,
         slots: &[usize],
         context: &Context<'_>,
-    ) -> PyResult<Option<Prepared<'py>>> {
+    ) -> Option<Prepared> {
         match self {
-            Builder::Receipt => Ok(receipt(decoded, slots, context)),
-            Builder::ProfileUpsert => profile(py, decoded, slots, context),
-            Builder::MembershipChange => membership(py, decoded, slots, context),
+            Builder::Receipt => receipt(decoded, slots, context),
+            Builder::ProfileUpsert => profile(decoded, slots, context),
+            Builder::MembershipChange => membership(decoded, slots, context),
         }
     }
 }
 
-fn receipt(
-    decoded: &Decoded<'_>,
-    slots: &[usize],
-    context: &Context<'_>,
-) -> Option<Prepared<'static>> {
+fn receipt(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Option<Prepared> {
     let field = |i: usize| &decoded.values[slots[i]];
     let (
         Some(Some(tenant)),
@@ -341,7 +343,7 @@ fn receipt(
         tenant,
         correlation: correlation.map(str::to_owned),
         line: line.finish(),
-        key: None,
+        key: Key::None,
     })
 }
 
@@ -392,12 +394,7 @@ fn consents(records: &[Vec<Value<'_>>], rules: &Rules) -> Option<String> {
     Some(out)
 }
 
-fn profile<'py>(
-    py: Python<'py>,
-    decoded: &Decoded<'_>,
-    slots: &[usize],
-    context: &Context<'_>,
-) -> PyResult<Option<Prepared<'py>>> {
+fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Option<Prepared> {
     let field = |i: usize| &decoded.values[slots[i]];
     let (
         Some(Some(tenant)),
@@ -427,15 +424,15 @@ fn profile<'py>(
         text(field(11)),
     )
     else {
-        return Ok(None);
+        return None;
     };
     // a NUL in a label is left for PostgreSQL to refuse on the Python path
     if labels.iter().any(|l| l.contains('\0')) {
-        return Ok(None);
+        return None;
     }
     let (Some(occurred), Some(consents)) = (iso_utc(*occurred), consents(facts, context.rules))
     else {
-        return Ok(None);
+        return None;
     };
     let mut labels = labels.clone();
     labels.sort_unstable();
@@ -481,29 +478,16 @@ fn profile<'py>(
     line.bytea(&hash);
     line.text(&occurred);
     line.text(&consents);
-    let key = PyTuple::new(
-        py,
-        [
-            PyString::new(py, &profile).into_any(),
-            version.into_pyobject(py)?.into_any(),
-            PyBytes::new(py, &hash).into_any(),
-        ],
-    )?;
     let correlation = correlation(record_correlation, context.header_correlation);
-    Ok(Some(Prepared {
+    Some(Prepared {
         tenant,
         correlation: correlation.map(str::to_owned),
         line: line.finish(),
-        key: Some(key),
-    }))
+        key: Key::Profile(profile, *version, hash.into()),
+    })
 }
 
-fn membership<'py>(
-    py: Python<'py>,
-    decoded: &Decoded<'_>,
-    slots: &[usize],
-    context: &Context<'_>,
-) -> PyResult<Option<Prepared<'py>>> {
+fn membership(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Option<Prepared> {
     let field = |i: usize| &decoded.values[slots[i]];
     let (
         Some(Some(tenant)),
@@ -525,11 +509,9 @@ fn membership<'py>(
         text(field(7)),
     )
     else {
-        return Ok(None);
+        return None;
     };
-    let Some(occurred) = iso_utc(*occurred) else {
-        return Ok(None);
-    };
+    let occurred = iso_utc(*occurred)?;
     let (tenant, profile) = (uuid_text(tenant), uuid_text(profile));
     let mut line = Line::new(128 + segment.len());
     line.text(&tenant);
@@ -541,16 +523,15 @@ fn membership<'py>(
     match profile_version {
         Value::Long(version) => line.int(*version),
         Value::Null => line.opt(None),
-        _ => return Ok(None),
+        _ => return None,
     }
-    let key = PyTuple::new(py, [PyString::new(py, segment)])?;
     let correlation = correlation(record_correlation, context.header_correlation);
-    Ok(Some(Prepared {
+    Some(Prepared {
         tenant,
         correlation: correlation.map(str::to_owned),
         line: line.finish(),
-        key: Some(key),
-    }))
+        key: Key::Segment(segment.to_string()),
+    })
 }
 
 #[cfg(test)]
