@@ -206,7 +206,6 @@ class Engine:
             self.consumer = None
             consumer.close()
             self.applier.close()
-            self.waiting.close()
 
     def lag(self) -> Iterator[tuple[str, int, int]]:
         """(logical topic, partition, high watermark - position) per partition assigned and

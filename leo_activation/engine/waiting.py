@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import (
     Consumer,
@@ -30,7 +29,6 @@ from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
-WATERMARK_QUERIES = 8  # watermark queries in flight at once
 
 
 class Waiting:
@@ -49,12 +47,6 @@ class Waiting:
         self.seen: dict[Partition, int] = {}
         self.deferred: set[Coords] = set()  # physical coordinates read again and settled later
         self._first_ms: dict[tuple[str, int, int], int] = {}  # upstream message -> its timestamp
-        self._queries: ThreadPoolExecutor | None = None  # while the engine runs
-
-    def close(self) -> None:
-        if self._queries is not None:
-            self._queries.shutdown()
-            self._queries = None
 
     def forget(self) -> None:
         self.paused, self.seen, self.deferred = {}, {}, set()
@@ -165,19 +157,9 @@ class Waiting:
         read = {p: span.last + 1 for (t, p), span in polled.spans.items() if t == topic}
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-        # each partition's watermarks are a round trip of their own: asked all at once, and
-        # answered while the group's offsets are read
-        if self._queries is None:
-            self._queries = ThreadPoolExecutor(WATERMARK_QUERIES, thread_name_prefix="leo-offsets")
-        watermarks = {
-            tp.partition: self._queries.submit(
-                consumer.get_watermark_offsets, tp, timeout=10, cached=False
-            )
-            for tp in partitions
-        }
         starts = []
         for tp in consumer.committed(partitions, timeout=10):
-            low, high = watermarks[tp.partition].result()
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             start = max(tp.offset, low, read.get(tp.partition, 0))
             if start < high:  # maybe only a transaction marker: look at what is readable
                 starts.append(TopicPartition(topic, tp.partition, start))
