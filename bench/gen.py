@@ -88,9 +88,14 @@ def profile_changes(
                         sort_keys=True,
                         separators=(",", ":"),
                     ),
+                    # every other profile with its email consent (the shape since v3)
+                    "consents": [] if p % 2 else [{
+                        "channel": "email", "state": "granted", "legal_basis": "consent",
+                        "source": "web-form", "occurred_at": EPOCH,
+                    }],
                     "correlation_id": None,
                 },
-            )
+            )  # fmt: skip
             for s in range(segments):
                 if rng.random() < join_rate:
                     sequences[s] += 1
@@ -110,15 +115,19 @@ def profile_changes(
 
 
 def _as_json(kind: str, record: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": kind}
-    for name, value in record.items():
-        if isinstance(value, uuid.UUID):
-            out[name] = str(value)
-        elif isinstance(value, datetime):
-            out[name] = value.isoformat()
-        else:
-            out[name] = value
-    return out
+    return {"type": kind, **{name: _json_value(value) for name, value in record.items()}}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):  # a record inside an array (a consent fact)
+        return {name: _json_value(item) for name, item in value.items()}
+    return value
 
 
 def self_check(topic: str, messages: Iterable[Message], sample: int = 50) -> None:

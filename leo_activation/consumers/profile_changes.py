@@ -28,10 +28,10 @@ from typing import Any
 import psycopg
 
 from leo_activation import ids
-from leo_activation.bulk import stage
+from leo_activation.bulk import copy_line, stage
 from leo_activation.consumers import dispatch, erasure, snapshots, tenancy
 from leo_activation.contracts import DEFAULT_MAX_TEXT
-from leo_activation.engine.handler import ApplyResult, Envelope, Gate
+from leo_activation.engine.handler import ApplyResult, Envelope, Gate, Row
 from leo_activation.errors import PoisonMessage
 from leo_activation.resources import sql_text
 from leo_activation.sealing import SEALED_FIELDS
@@ -128,22 +128,21 @@ def refuse_version_conflicts(
     duplicate)."""
     # offset order: a batch may hold re-read messages after newer ones
     upserts = sorted(upserts, key=lambda e: (e.partition, e.offset))
-    rows = [_row(e) for e in upserts]
-    known: dict[tuple[uuid.UUID, int], set[bytes]] = {}
-    params = {"profiles": [r[1] for r in rows], "versions": [r[8] for r in rows]}
+    keys = [_key(e) for e in upserts]  # (profile id text, version, content hash)
+    known: dict[tuple[str, int], set[bytes]] = {}
+    params = {"profiles": [k[0] for k in keys], "versions": [k[1] for k in keys]}
     for profile, version, content_hash in conn.execute(
         sql_text("queries/profiles/versions_known.sql"), params
     ):
-        known.setdefault((profile, version), set()).add(bytes(content_hash))
+        known.setdefault((str(profile), version), set()).add(bytes(content_hash))
     accepted: list[Envelope] = []
-    for e, r in zip(upserts, rows, strict=True):
-        key, content_hash = (r[1], r[8]), r[9]
-        hashes = known.setdefault(key, set())
+    for e, (profile, version, content_hash) in zip(upserts, keys, strict=True):
+        hashes = known.setdefault((profile, version), set())
         if hashes and content_hash not in hashes:
             result.rejected.append((e, PoisonMessage(
                 "version_conflict",
-                f"profile {r[1]} version {r[8]} is already recorded with different content; "
-                "a CDP version is final once published",
+                f"profile {profile} version {version} is already recorded with different "
+                "content; a CDP version is final once published",
             )))  # fmt: skip
             continue
         hashes.add(content_hash)
@@ -151,12 +150,32 @@ def refuse_version_conflicts(
     return accepted
 
 
-def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
-    if e.row is not None:
-        return e.row
+def prepare_row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> Row:
+    """The COPY line of a profile upsert (keyed by its profile id text, version and content hash)
+    or of a membership change (keyed by its segment); an erasure's key (``erasure.prepare``)."""
     if e.kind == "profile_upsert":
-        return profile_row(e, (json_fields or {}).get("raw_attributes"))
-    return membership_row(e)
+        row = profile_row(e, (json_fields or {}).get("raw_attributes"))
+        return Row(copy_line(row), (str(row[1]), row[8], row[9]))
+    if e.kind == erasure.KIND:
+        return erasure.prepare(e)
+    row = membership_row(e)
+    return Row(copy_line(row), (row[1],))
+
+
+def _prepared(e: Envelope) -> Row:
+    return prepare_row(e) if e.row_key is None else Row(e.row, e.row_key)
+
+
+def _line(e: Envelope) -> bytes:
+    line = _prepared(e).line
+    assert line is not None, "prepare_row writes a line for every upsert and membership change"
+    return line
+
+
+def _key(e: Envelope) -> tuple[Any, ...]:
+    key = _prepared(e).key
+    assert key is not None, "prepare_row keys every row"
+    return key
 
 
 def _in_topic_order(e: Envelope) -> tuple[int, int]:
@@ -166,11 +185,11 @@ def _in_topic_order(e: Envelope) -> tuple[int, int]:
 class ProfileChangesHandler:
     topic = "profile-changes"
     gate: Gate | None = tenancy.TENANCY
+    # what consents_by_channel allows, for the native path to accept exactly the same facts
+    native_rules = {"consent_channels": dispatch.CHANNELS, "consent_states": CONSENT_STATES}
 
-    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        if envelope.kind == erasure.KIND:
-            return None
-        return _row(envelope, json_fields)
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> Row:
+        return prepare_row(envelope, json_fields)
 
     def apply(
         self,
@@ -186,7 +205,7 @@ class ProfileChangesHandler:
             if e.kind == erasure.KIND:
                 self._apply_changes(conn, tenant_id, part, result)
                 part = []
-                result.merge(erasure.erase(conn, tenant_id, e))
+                result.merge(erasure.erase(conn, tenant_id, e, _key(e)))
             else:
                 part.append(e)
         self._apply_changes(conn, tenant_id, part, result)
@@ -204,7 +223,7 @@ class ProfileChangesHandler:
             upserts = refuse_version_conflicts(conn, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
-            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_row, upserts))
+            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_line, upserts))
             changed = conn.execute(sql_text("queries/profiles/upsert.sql")).rowcount
             row = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchone()
             assert row is not None
@@ -216,7 +235,7 @@ class ProfileChangesHandler:
             if unblocked:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
-            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_row, changes))
+            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_line, changes))
             inserted = conn.execute(sql_text("queries/profiles/membership_insert.sql")).rowcount
             result.applied += inserted
             result.duplicates += len(changes) - inserted
@@ -224,5 +243,5 @@ class ProfileChangesHandler:
                 conn.execute(sql_text("queries/profiles/refresh_segments.sql"))
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
-            segments = sorted({e.record["segment_key"] for e in changes})
+            segments = sorted({_key(e)[0] for e in changes})
             result.merge(snapshots.seal_ready(conn, tenant_id, segments))

@@ -16,6 +16,8 @@ pub enum Type {
     Enum(Vec<String>),
     Nullable(Box<Type>),
     StrArray,
+    /// an array of records: each record's field types, in order
+    RecordArray(Vec<(String, Type)>),
 }
 
 /// A decoded value, borrowing the message bytes (strings) or the schema (enum symbols, defaults).
@@ -25,6 +27,7 @@ pub enum Value<'a> {
     Str(&'a str),
     Long(i64),
     StrArray(Vec<&'a str>),
+    Records(Vec<Vec<Value<'a>>>),
 }
 
 impl Type {
@@ -59,6 +62,17 @@ impl Type {
                     }
                     ("array", None) => match map.get("items")? {
                         Json::String(items) if items == "string" => Some(Type::StrArray),
+                        Json::Object(record) if record.get("type")? == "record" => {
+                            let fields = record.get("fields")?.as_array()?;
+                            let fields: Option<Vec<(String, Type)>> = fields
+                                .iter()
+                                .map(|f| {
+                                    let name = f.get("name")?.as_str()?.to_owned();
+                                    Some((name, Type::parse(f.get("type")?)?))
+                                })
+                                .collect();
+                            Some(Type::RecordArray(fields?))
+                        }
                         _ => None,
                     },
                     _ => None,
@@ -76,7 +90,29 @@ impl Type {
             (Type::StrArray, Json::Array(items)) if items.is_empty() => {
                 Some(Value::StrArray(Vec::new()))
             }
+            (Type::RecordArray(_), Json::Array(items)) if items.is_empty() => {
+                Some(Value::Records(Vec::new()))
+            }
             _ => None,
+        }
+    }
+
+    /// Whether a value written as `self` is read as `reader` by taking it as it is: the same
+    /// type, or enums (the symbol is then checked against the reader's with `reads_symbol`).
+    pub fn resolves_to(&self, reader: &Type) -> bool {
+        match (self, reader) {
+            (Type::Enum(_), Type::Enum(_)) => true,
+            (Type::Nullable(w), Type::Nullable(r)) => w.resolves_to(r),
+            _ => self == reader,
+        }
+    }
+
+    /// Whether a decoded value is one the reader type holds (an enum symbol it knows).
+    pub fn holds(&self, value: &Value<'_>) -> bool {
+        match (self, value) {
+            (Type::Enum(symbols), Value::Str(symbol)) => symbols.iter().any(|s| s == symbol),
+            (Type::Nullable(inner), value) => matches!(value, Value::Null) || inner.holds(value),
+            _ => true,
         }
     }
 }
@@ -144,24 +180,40 @@ impl<'a> Reader<'a> {
             },
             Type::StrArray => {
                 let mut items = Vec::new();
-                loop {
-                    let count = self.long()?;
-                    if count == 0 {
-                        return Some(Value::StrArray(items));
-                    }
-                    // a negative count is followed by the block's size in bytes
-                    let count = if count < 0 {
-                        self.long()?;
-                        count.checked_neg()?
-                    } else {
-                        count
-                    };
+                while let Some(count) = self.block()? {
                     for _ in 0..count {
                         items.push(self.str()?);
                     }
                 }
+                Some(Value::StrArray(items))
+            }
+            Type::RecordArray(fields) => {
+                let mut records = Vec::new();
+                while let Some(count) = self.block()? {
+                    for _ in 0..count {
+                        let record: Option<Vec<Value<'a>>> =
+                            fields.iter().map(|(_, t)| self.value(t)).collect();
+                        records.push(record?);
+                    }
+                }
+                Some(Value::Records(records))
             }
         }
+    }
+
+    /// The item count of an array's next block: Some(None) at the array's end, None when
+    /// unreadable.
+    fn block(&mut self) -> Option<Option<i64>> {
+        let count = self.long()?;
+        if count == 0 {
+            return Some(None);
+        }
+        // a negative count is followed by the block's size in bytes
+        if count < 0 {
+            self.long()?;
+            return Some(Some(count.checked_neg()?));
+        }
+        Some(Some(count))
     }
 }
 
