@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from leo_activation import contracts
 from leo_activation.addresses import ADDRESS_KEYS, is_address_key
 from leo_activation.bulk import copy_line
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, SchemaVersion, SingleObjectCodec
@@ -31,6 +33,8 @@ from leo_activation.engine import native
 from leo_activation.engine.decode import CORRELATION_HEADER, Decoder, Polled
 from leo_activation.engine.loop import Engine
 from leo_activation.ops.digest import state_digest
+from leo_activation.producers.profile_keys import KeyRing
+from leo_activation.sealing import SEALED_FIELDS
 from leo_activation.settings import Settings
 from tests.fix_app import deployment_settings, publish_corpus
 from tests.fix_db import DbUrls, fresh_database
@@ -102,8 +106,9 @@ def encoded(version: SchemaVersion, schema: dict[str, Any], record: dict[str, An
 
 def test_the_extension_is_built_and_prepares_receipts_and_profile_changes() -> None:
     assert NATIVE.native is not None, "scripts/bootstrap.sh builds the extension"
-    # profile upserts are read as v4 (sealed fields), which the native path does not prepare yet
-    assert {"delivery_receipt", "segment_membership_change"} <= set(NATIVE.native.kinds())
+    assert {"delivery_receipt", "profile_upsert", "segment_membership_change"} <= set(
+        NATIVE.native.kinds()
+    )
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
@@ -253,6 +258,49 @@ def test_profile_upserts_get_the_same_line_and_key(
     assert_same([message("profile-changes", 0, value, None)])
 
 
+SEALED_LIMITS = {name: contracts._max_len(f"{name}_sealed") for name in SEALED_FIELDS}
+PLAINTEXT_FIELDS = SEALED_FIELDS[:-1]  # raw_attributes has "{}" for none
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    data=st.data(),
+    sealing=st.sampled_from(["sealed", "plaintext", "sealed, plaintext too", "sealed, no key"]),
+    attributes=st.dictionaries(edge_text, edge_floats | edge_text | json_values, max_size=3),
+)
+def test_sealed_upserts_get_the_same_line_and_key(
+    data: st.DataObject, sealing: str, attributes: dict[str, Any]
+) -> None:
+    """ProfileUpsert v4 as the key ring writes it (a key id, the personal fields sealed, none in
+    plaintext, sealed fields up to and past their limits) is prepared natively; the same line,
+    content hash and key, or the same dead letter, either way, for it and the shapes that
+    poison it."""
+    version = UPSERT_VERSIONS[-1]
+    record = data.draw(_strategy(version.schema))
+    record["raw_attributes"] = json.dumps(attributes, ensure_ascii=False)
+    record["consents"] = data.draw(st.lists(consent_facts, max_size=2))
+    record["key_id"] = None if sealing in ("plaintext", "sealed, no key") else uuid.uuid4()
+    for name, limit in SEALED_LIMITS.items():
+        sizes = st.sampled_from([limit, limit + 1]).flatmap(
+            lambda n: st.binary(min_size=n, max_size=n)
+        )
+        sealed = st.none() | st.binary(max_size=40) | sizes
+        record[f"{name}_sealed"] = None if sealing == "plaintext" else data.draw(sealed)
+    if sealing == "sealed":
+        record.update(dict.fromkeys(PLAINTEXT_FIELDS), raw_attributes="{}")
+    elif sealing == "sealed, plaintext too" and data.draw(st.booleans()):
+        record.update(dict.fromkeys(PLAINTEXT_FIELDS))  # then the attributes are the plaintext
+    msg = message("profile-changes", 0, encoded(version, version.schema, record), None)
+    assert_same([msg])
+    fits = all(
+        record[f"{name}_sealed"] is None or len(record[f"{name}_sealed"]) <= limit
+        for name, limit in SEALED_LIMITS.items()
+    )
+    if sealing == "sealed" and fits and not record["consents"]:
+        [prepared] = NATIVE.prepare_native(["profile-changes"], [msg], [0], [0])
+        assert prepared is not None
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.binary(max_size=300), version=st.sampled_from(INPUT_VERSIONS),
        header=st.booleans())  # fmt: skip
@@ -264,22 +312,29 @@ def test_arbitrary_bytes_give_the_same_outcome(
 
 
 def test_a_corpus_is_prepared_natively_and_the_same() -> None:
-    """The shapes the product meets are taken by the native path, not left to Python."""
+    """The shapes the product meets are taken by the native path, not left to Python: profile
+    upserts as the product's producers publish them, sealed (ProfileUpsert v4)."""
     c = corpus.build(3, n_tenants=2, n_profiles=8, n_segments=2, n_receipts=40)
     codec = SingleObjectCodec()
+    ring = KeyRing()
     for topic in ("receipts", "profile-changes"):
+        records: list[tuple[str, Mapping[str, Any]]] = [
+            from_json(topic, m) for m in c.topics[topic]
+        ]
+        if topic == "profile-changes":
+            sealed = ring.seal_all(records)
+            records = [(kind, record) for t, kind, record in sealed if t == topic]
+            assert any(r.get("key_id") for _, r in records)
         messages = [
-            message(topic, i, codec.encode(*from_json(topic, m)), None)
-            for i, m in enumerate(c.topics[topic])
+            message(topic, i, codec.encode(kind, record), None)
+            for i, (kind, record) in enumerate(records)
         ]
         polled = assert_same(messages)
         prepared = NATIVE.prepare_native(
             [topic] * len(messages), messages, [m.partition() or 0 for m in messages],
             [m.offset() or 0 for m in messages],
         )  # fmt: skip
-        kinds = [from_json(topic, m)[0] for m in c.topics[topic]]
-        left = {kind for kind, p in zip(kinds, prepared, strict=True) if p is None}
-        assert left <= {"profile_upsert"}, topic  # read as v4, not prepared natively yet
+        assert all(p is not None for p in prepared), topic
         assert sum(map(len, polled.by_tenant.values())) == len(messages)
 
 

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Type {
     Str,
+    Bytes,
     Uuid,
     Long,
     TimestampMicros,
@@ -25,6 +26,7 @@ pub enum Type {
 pub enum Value<'a> {
     Null,
     Str(&'a str),
+    Bytes(&'a [u8]),
     Long(i64),
     StrArray(Vec<&'a str>),
     Records(Vec<Vec<Value<'a>>>),
@@ -36,6 +38,7 @@ impl Type {
         match json {
             Json::String(name) => match name.as_str() {
                 "string" => Some(Type::Str),
+                "bytes" => Some(Type::Bytes),
                 "long" => Some(Type::Long),
                 _ => None,
             },
@@ -147,17 +150,22 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.long()?).ok()?;
         let end = self.pos.checked_add(len)?;
         let bytes = self.data.get(self.pos..end)?;
         self.pos = end;
-        std::str::from_utf8(bytes).ok()
+        Some(bytes)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
     }
 
     pub fn value(&mut self, t: &'a Type) -> Option<Value<'a>> {
         match t {
             Type::Str => Some(Value::Str(self.str()?)),
+            Type::Bytes => Some(Value::Bytes(self.bytes()?)),
             Type::Uuid => {
                 let text = self.str()?;
                 is_canonical_uuid(text).then_some(Value::Str(text))

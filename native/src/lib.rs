@@ -22,7 +22,7 @@ use canonical::Limits;
 
 /// What validation checks of one field of the reader (newest) version.
 struct Check {
-    max_len: usize,
+    max_len: usize, // characters of a text, bytes of a bytes value
     is_json: bool,
     is_labels: bool,
 }
@@ -204,6 +204,8 @@ impl Version {
                         *canonical = Some(canonical::canonical_object(text, limits, redact)?);
                     }
                 }
+                // a sealed field: its length in bytes (contracts.validate)
+                Value::Bytes(bytes) if bytes.len() > field.check.max_len => return None,
                 Value::StrArray(labels)
                     if field.check.is_labels
                         && labels.iter().any(|l| l.chars().count() > label_max) =>

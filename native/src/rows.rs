@@ -81,8 +81,16 @@ const PROFILE_FIELDS: &[&str] = &[
     "push_token",
     "raw_attributes",
     "consents",
+    "key_id",
+    "ext_id_sealed",
+    "email_sealed",
+    "mobile_number_sealed",
+    "push_token_sealed",
+    "raw_attributes_sealed",
     "correlation_id",
 ];
+// where the sealed fields (`sealing.SEALED_FIELDS`, each `<name>_sealed`) are in PROFILE_FIELDS
+const SEALED: std::ops::Range<usize> = 12..17;
 const MEMBERSHIP_FIELDS: &[&str] = &[
     "tenant_id",
     "segment_key",
@@ -102,6 +110,25 @@ fn text<'a>(value: &Value<'a>) -> Option<Option<&'a str>> {
         Value::Str(text) => Some(Some(text)),
         _ => None,
     }
+}
+
+fn bytes<'a>(value: &Value<'a>) -> Option<Option<&'a [u8]>> {
+    match value {
+        Value::Null => Some(None),
+        Value::Bytes(bytes) => Some(Some(bytes)),
+        _ => None,
+    }
+}
+
+/// `bytes.hex()`
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn json_text(out: &mut String, value: Option<&str>) {
@@ -202,9 +229,7 @@ impl Line {
     fn bytea(&mut self, bytes: &[u8]) {
         self.next();
         self.out.extend_from_slice(b"\\\\x");
-        for b in bytes {
-            self.out.extend_from_slice(format!("{b:02x}").as_bytes());
-        }
+        self.out.extend_from_slice(hex(bytes).as_bytes());
     }
 
     fn finish(mut self) -> Vec<u8> {
@@ -407,6 +432,7 @@ fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Opt
         Some(push_token),
         Some(attributes),
         Value::Records(facts),
+        Some(key_id),
         Some(record_correlation),
     ) = (
         text(field(0)),
@@ -421,10 +447,26 @@ fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Opt
         decoded.canonical[slots[9]].as_deref(),
         field(10),
         text(field(11)),
+        text(field(17)),
     )
     else {
         return None;
     };
+    let mut sealed = Vec::with_capacity(SEALED.len());
+    for i in SEALED {
+        sealed.push(bytes(field(i))?);
+    }
+    // profile_changes.sealed_fields: a sealed field needs the key it is under, and a sealed
+    // upsert carries no personal field in plaintext; the Python path words the refusal
+    let plaintext = [ext_id, email, mobile, push_token]
+        .iter()
+        .any(Option::is_some);
+    match key_id {
+        None if sealed.iter().any(Option::is_some) => return None,
+        Some(_) if plaintext || attributes != "{}" => return None,
+        _ => {}
+    }
+    let key_id = key_id.map(uuid_text);
     // a NUL in a label is left for PostgreSQL to refuse on the Python path
     if labels.iter().any(|l| l.contains('\0')) {
         return None;
@@ -438,7 +480,8 @@ fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Opt
     labels.dedup();
 
     // the content hash: canonical JSON of [ext_id, email, mobile, push_token, labels,
-    // attributes, occurred_at] and the consents when there are any
+    // attributes, occurred_at], the consents when there are any, and for a sealed upsert
+    // {"key_id": …, each sealed field by its plaintext's name: its hex}
     let mut content = String::with_capacity(128 + attributes.len() + consents.len());
     content.push('[');
     for value in [ext_id, email, mobile, push_token] {
@@ -460,6 +503,25 @@ fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Opt
         content.push(',');
         content.push_str(&consents);
     }
+    if let Some(key_id) = &key_id {
+        let mut entries = vec![("key_id", key_id.clone())];
+        for (i, value) in SEALED.zip(&sealed) {
+            if let (Some(value), Some(name)) = (value, PROFILE_FIELDS[i].strip_suffix("_sealed")) {
+                entries.push((name, hex(value)));
+            }
+        }
+        entries.sort_unstable_by_key(|(name, _)| *name);
+        content.push_str(",{");
+        for (i, (name, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                content.push(',');
+            }
+            quote(&mut content, name);
+            content.push(':');
+            quote(&mut content, value);
+        }
+        content.push('}');
+    }
     content.push(']');
     let hash = Sha256::digest(content.as_bytes());
 
@@ -477,6 +539,13 @@ fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Opt
     line.bytea(&hash);
     line.text(&occurred);
     line.text(&consents);
+    line.opt(key_id.as_deref());
+    for value in sealed {
+        match value {
+            Some(value) => line.bytea(value),
+            None => line.opt(None),
+        }
+    }
     let correlation = correlation(record_correlation, context.header_correlation);
     Some(Prepared {
         tenant,
