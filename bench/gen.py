@@ -7,6 +7,7 @@ million messages; the bytes on the topic come from the product's codec either wa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
@@ -18,6 +19,8 @@ from leo_activation.codec import make_codec
 from leo_activation.contracts import from_json
 from leo_activation.kafka import ensure_topics, message_key
 from leo_activation.producers import TopicProducer
+from leo_activation.producers.profile_keys import KeyRing
+from leo_activation.sealing import SEALED_FIELDS
 from leo_activation.settings import Settings
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -93,6 +96,8 @@ def profile_changes(
                         "channel": "email", "state": "granted", "legal_basis": "consent",
                         "source": "web-form", "occurred_at": EPOCH,
                     }],
+                    # nothing sealed (the shape since v4); ``sealed`` seals it
+                    "key_id": None, **{f"{name}_sealed": None for name in SEALED_FIELDS},
                     "correlation_id": None,
                 },
             )  # fmt: skip
@@ -112,6 +117,23 @@ def profile_changes(
                             "correlation_id": None,
                         },
                     )
+
+
+def sealed(messages: Iterable[Message]) -> Iterator[Message]:
+    """``messages`` as the product's producers publish them: every upsert sealed (ProfileUpsert
+    v4, ``KeyRing.sealed``) under a data key of its profile. The keys are made from the profile's
+    id, not drawn at random as a key ring's are, so that every run publishes the same bytes; the
+    keys topic is not written (the profile-changes consumer does not read it)."""
+    ring = KeyRing()
+    for kind, record in messages:
+        if kind != "profile_upsert":
+            yield kind, record
+            continue
+        profile = (record["tenant_id"], record["profile_id"])
+        if profile not in ring.keys:
+            key_id = uuid.uuid5(NAMESPACE, f"{profile[0]}:{profile[1]}:key")
+            ring.keys[profile] = (key_id, hashlib.sha512(key_id.bytes).digest())
+        yield kind, ring.sealed(record)
 
 
 def _as_json(kind: str, record: dict[str, Any]) -> dict[str, Any]:

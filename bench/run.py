@@ -239,10 +239,11 @@ def bench_profiles(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     tenants = gen.bench_tenants(2, 4)
     per_tenant = max(1, int(sizes["profiles"]) // len(tenants))
 
-    def messages() -> Iterator[gen.Message]:
-        return gen.profile_changes(tenants, per_tenant)
+    gen.self_check("profile-changes", gen.profile_changes(tenants, per_tenant))
 
-    gen.self_check("profile-changes", messages())
+    def messages() -> Iterator[gen.Message]:  # sealed, as the product's producers publish them
+        return gen.sealed(gen.profile_changes(tenants, per_tenant))
+
     prefix = env.prefix("pc")
     n, e2e, decode = _engine_and_decode(
         env, tenants, prefix=prefix, label="pc", topic="profile-changes", batch=batch,
