@@ -14,23 +14,30 @@ role, through the tenant table's own policy, as the product does).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors, sql
 
-from leo_activation.db import connect, tenant_transaction, with_database
+from leo_activation import distribution
+from leo_activation.db import connect, set_tenant_context, tenant_transaction, with_database
+from leo_activation.dev import citus
 from leo_activation.dev.stack import Endpoints
 from leo_activation.migrate import ensure_app_role, migrate, schema_checksum
+from leo_activation.resources import sql_dir
 
 FIXED_TIME = datetime(2025, 1, 1, tzinfo=UTC)
+CITUS_QUERIES = sql_dir() / "queries" / "citus"
+DISTRIBUTION_CODE = Path(distribution.__file__)
 _CLONE_ATTEMPTS = 20
 
 
@@ -70,8 +77,10 @@ def drop_database(admin_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def db_template(stack: Endpoints) -> str:
     """Name of the migrated template database for the current schema checksum."""
-    name = f"leo_tpl_{schema_checksum()[:12]}"
     admin_url = stack.admin_database_url
+    if citus.node_dsns(admin_url):
+        return _citus_template(stack)
+    name = f"leo_tpl_{schema_checksum()[:12]}"
     with connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     if exists is None:
@@ -82,25 +91,68 @@ def db_template(stack: Endpoints) -> str:
     return name
 
 
+def _citus_template(stack: Endpoints) -> str:
+    """A migrated and distributed template database on every node of the Citus cluster, for the
+    schema and the distribution code as they are. Cloning a distributed database is cloning each
+    node's copy under one name: the coordinator reaches the workers' copies by its own name. A
+    template nobody may connect to is complete (connections are shut off last): the Citus
+    maintenance daemon would otherwise hold it open and block every clone."""
+    source = hashlib.sha256(schema_checksum().encode())
+    for path in (*sorted(CITUS_QUERIES.glob("*.sql")), DISTRIBUTION_CODE):
+        source.update(path.read_bytes())
+    name = f"leo_ctpl_{source.hexdigest()[:12]}"
+    admin_url = stack.admin_database_url
+    with connect(admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT datallowconn FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+    if row is not None and not row[0]:
+        return name
+    citus.drop_database(admin_url, name)  # a build that did not finish
+    nodes = citus.create_database(admin_url, name)
+    migrate(nodes[0], with_database(stack.database_url, name))
+    shut = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+    for node in nodes:
+        with connect(with_database(node, "postgres"), autocommit=True) as conn:
+            conn.execute(shut)
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+    return name
+
+
 @contextmanager
 def fresh_database(stack: Endpoints, template: str) -> Iterator[DbUrls]:
-    """A new database cloned from ``template``, dropped (``WITH (FORCE)``) on exit."""
+    """A new database cloned from ``template``, dropped (``WITH (FORCE)``) on exit; on a Citus
+    cluster, on every node."""
     name = f"leo_t_{uuid.uuid4().hex[:12]}"
     admin_url = stack.admin_database_url
-    _create_database(admin_url, name, template=template)
+    distributed = bool(citus.node_dsns(admin_url))
+    if distributed:
+        citus.create_database(admin_url, name, template=template)
+    else:
+        _create_database(admin_url, name, template=template)
     try:
         urls = DbUrls(
             admin_url=with_database(admin_url, name),
             app_url=with_database(stack.database_url, name),
             name=name,
         )
-        # Database-level grants (CONNECT, TEMPORARY) live in the shared catalog and are not
-        # copied from the template.
-        with connect(urls.admin_url, autocommit=True) as conn:
-            ensure_app_role(conn, urls.app_url)
+        # Database-level grants (CONNECT, TEMPORARY) and settings live in the shared catalog and
+        # are not copied from the template; on Citus, migrate sets them again (it applies nothing
+        # else: the schema is the template's).
+        if distributed:
+            migrate(urls.admin_url, urls.app_url)
+        else:
+            with connect(urls.admin_url, autocommit=True) as conn:
+                ensure_app_role(conn, urls.app_url)
         yield urls
     finally:
-        drop_database(admin_url, name)
+        if distributed:
+            citus.drop_database(admin_url, name)
+        else:
+            drop_database(admin_url, name)
 
 
 @pytest.fixture
@@ -118,7 +170,7 @@ def tenant_tx(conn: psycopg.Connection[Any], tenant_id: uuid.UUID | str) -> Iter
     ``leo_activation.db.tenant_transaction``, which insists on a UUID.
     """
     with conn.transaction():
-        conn.execute("SELECT set_config('app.current_tenant_id', %s, true)", (str(tenant_id),))
+        set_tenant_context(conn, str(tenant_id))
         yield
 
 
