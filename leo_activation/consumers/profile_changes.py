@@ -15,6 +15,7 @@ these sequences are sealed once complete (see :mod:`leo_activation.consumers.sna
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -22,8 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from leo_activation import ids
+from leo_activation import db, ids
 from leo_activation.bulk import stage
 from leo_activation.consumers import dispatch, snapshots, tenancy
 from leo_activation.contracts import DEFAULT_MAX_TEXT
@@ -91,7 +93,10 @@ def membership_row(e: Envelope) -> tuple[Any, ...]:
 
 
 def refuse_version_conflicts(
-    conn: psycopg.Connection[Any], upserts: list[Envelope], result: ApplyResult
+    conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
+    upserts: list[Envelope],
+    result: ApplyResult,
 ) -> list[Envelope]:
     """The upserts that do not reuse a CDP version with other content; the others are rejected
     ``version_conflict``. A pinned version must be final once it arrived, or a dispatch's
@@ -103,7 +108,11 @@ def refuse_version_conflicts(
     upserts = sorted(upserts, key=lambda e: (e.partition, e.offset))
     rows = [_row(e) for e in upserts]
     known: dict[tuple[uuid.UUID, int], set[bytes]] = {}
-    params = {"profiles": [r[1] for r in rows], "versions": [r[8] for r in rows]}
+    params = {
+        "tenant_id": tenant_id,
+        "profiles": [r[1] for r in rows],
+        "versions": [r[8] for r in rows],
+    }
     for profile, version, content_hash in conn.execute(
         sql_text("queries/profiles/versions_known.sql"), params
     ):
@@ -132,6 +141,26 @@ def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any
     return membership_row(e)
 
 
+@functools.cache
+def _with_segments(template: str) -> sql.Composed:
+    """A statement over the current segments of given profiles (``current_segments.sql``)."""
+    segments = sql.SQL(sql_text("queries/profiles/current_segments.sql"))
+    return sql.SQL(sql_text(template)).format(segments)
+
+
+def _unblocked(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, versions: list[tuple[Any, ...]]
+) -> list[uuid.UUID]:
+    """The waiting dispatches the newly arrived profile ``versions`` may have completed."""
+    params = {
+        "tenant_id": tenant_id,
+        "profiles": [v[0] for v in versions],
+        "versions": [v[1] for v in versions],
+    }
+    rows = conn.execute(sql_text("queries/profiles/versions_unblocked.sql"), params)
+    return [r[0] for r in rows]
+
+
 class ProfileChangesHandler:
     topic = "profile-changes"
     gate: Gate | None = tenancy.TENANCY
@@ -148,14 +177,18 @@ class ProfileChangesHandler:
         result = ApplyResult()
         upserts = [e for e in batch if e.kind == "profile_upsert"]
         if upserts:
-            upserts = refuse_version_conflicts(conn, upserts, result)
+            upserts = refuse_version_conflicts(conn, tenant_id, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
-            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_row, upserts))
-            changed = conn.execute(sql_text("queries/profiles/upsert.sql")).rowcount
-            row = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchone()
-            assert row is not None
-            new_versions, unblocked = int(row[0]), list(row[1])
+            rows = [_row(e) for e in upserts]
+            stage(conn, "cdp_profiles", PROFILE_COLUMNS, rows)
+            profiles = {"tenant_id": tenant_id, "profile_ids": sorted({r[1] for r in rows})}
+            changed = db.written(
+                conn.execute(_with_segments("queries/profiles/upsert.sql"), profiles)
+            )
+            versions = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchall()
+            new_versions = len(versions)
+            unblocked = _unblocked(conn, tenant_id, versions) if versions else []
             # A late older version changes no profile but is new history: it was applied.
             applied = max(changed, new_versions)
             result.applied += applied
@@ -163,12 +196,14 @@ class ProfileChangesHandler:
             if unblocked:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
-            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_row, changes))
-            inserted = conn.execute(sql_text("queries/profiles/membership_insert.sql")).rowcount
+            rows = [_row(e) for e in changes]
+            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, rows)
+            inserted = db.written(conn.execute(sql_text("queries/profiles/membership_insert.sql")))
             result.applied += inserted
             result.duplicates += len(changes) - inserted
             if inserted:
-                conn.execute(sql_text("queries/profiles/refresh_segments.sql"))
+                touched = {"tenant_id": tenant_id, "profile_ids": sorted({r[3] for r in rows})}
+                conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
             segments = sorted({e.record["segment_key"] for e in changes})

@@ -5,4 +5,4 @@ SELECT
     p.raw_attributes, p.cdp_version, p.updated_at, p.consents
 FROM cdp_profiles p
 LEFT JOIN tenant tn ON tn.tenant_id = p.tenant_id
-WHERE p.profile_id = %(profile_id)s
+WHERE p.tenant_id = %(tenant_id)s AND p.profile_id = %(profile_id)s
