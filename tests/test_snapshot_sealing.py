@@ -28,6 +28,9 @@ from leo_activation.settings import Settings
 from tests.fix_app import deployment_settings, drain, totals
 from tests.fix_db import fresh_database, tenant_tx
 
+# on a single PostgreSQL and on Citus (tests/fix_backends.py)
+pytestmark = pytest.mark.backends
+
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 Message = dict[str, Any]
 SEGMENT = "vip"
