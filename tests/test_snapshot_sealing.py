@@ -225,7 +225,8 @@ def test_the_tagging_is_idempotent(settings: Settings) -> None:
         for snapshot in expected_tags(t)[uuid.UUID(profile_uuid(t, 1))]:
             with tenant_tx(conn, t):
                 tag = conn.execute(
-                    sql_text("queries/snapshots/tag_profiles.sql"), {"snapshot_id": snapshot}
+                    sql_text("queries/snapshots/tag_profiles.sql"),
+                    {"tenant_id": tenant, "snapshot_id": snapshot},
                 )
                 assert tag.rowcount == 0
             with conn.transaction():
