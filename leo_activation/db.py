@@ -20,6 +20,7 @@ import psycopg
 from psycopg import conninfo, sql
 from psycopg.pq import TransactionStatus
 
+from leo_activation.errors import LeoError
 from leo_activation.resources import sql_text
 
 APPLICATION_NAME = "leo-activation"
@@ -126,6 +127,18 @@ def set_tenant_context(conn: psycopg.Connection[Any], setting: str) -> None:
     """Set ``app.current_tenant_id`` to ``setting`` (verbatim) for the current transaction, in
     the form Citus passes on to its workers (``queries/tenancy/set_context.sql``)."""
     conn.execute(sql.SQL(sql_text("queries/tenancy/set_context.sql")).format(sql.Literal(setting)))
+
+
+def check_tenant_context(conn: psycopg.Connection[Any]) -> None:
+    """Raise ``LeoError`` on a Citus database whose sessions do not pass ``SET LOCAL`` on to the
+    workers: the tenant context would not reach the shards, where every write would be refused
+    and every read see nothing (``migrate`` sets it for the database)."""
+    row = conn.execute(sql_text("queries/citus/set_commands.sql")).fetchone()
+    if row is not None and row[0] and row[1] != "local":
+        raise LeoError(
+            f"this Citus database has citus.propagate_set_commands = {row[1]!r}, so the tenant "
+            "context would not reach the workers: run `leo-activation migrate` (it sets 'local')"
+        )
 
 
 def written(cursor: psycopg.Cursor[Any]) -> int:

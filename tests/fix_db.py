@@ -77,6 +77,11 @@ def drop_database(admin_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def db_template(stack: Endpoints) -> str:
     """Name of the migrated template database for the current schema checksum."""
+    return template_for(stack)
+
+
+def template_for(stack: Endpoints) -> str:
+    """The migrated template database on ``stack``'s server (made once per schema version)."""
     admin_url = stack.admin_database_url
     if citus.node_dsns(admin_url):
         return _citus_template(stack)

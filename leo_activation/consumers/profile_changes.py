@@ -37,6 +37,9 @@ PROFILE_COLUMNS = (
     "tenant_id", "profile_id", "ext_id", "email", "mobile_number", "push_token", "data_labels",
     "raw_attributes", "cdp_version", "content_hash", "updated_at", "consents",
 )  # fmt: skip
+# what a new profile starts with: recorded for it before it arrived (profiles/recorded.sql)
+RECORDED_COLUMNS = ("segments", "segment_snapshots")
+NOTHING_RECORDED: tuple[list[str], list[uuid.UUID]] = ([], [])
 CONSENT_STATES = frozenset({"granted", "revoked"})
 MEMBERSHIP_COLUMNS = (
     "tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at",
@@ -181,11 +184,16 @@ class ProfileChangesHandler:
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
             rows = [_row(e) for e in upserts]
-            stage(conn, "cdp_profiles", PROFILE_COLUMNS, rows)
             profiles = {"tenant_id": tenant_id, "profile_ids": sorted({r[1] for r in rows})}
-            changed = db.written(
-                conn.execute(_with_segments("queries/profiles/upsert.sql"), profiles)
-            )
+            recorded = {
+                profile: (segments, snapshots)
+                for profile, segments, snapshots in conn.execute(
+                    _with_segments("queries/profiles/recorded.sql"), profiles
+                )
+            }
+            staged = (r + recorded.get(r[1], NOTHING_RECORDED) for r in rows)
+            stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS), staged)
+            changed = db.written(conn.execute(sql_text("queries/profiles/upsert.sql")))
             versions = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchall()
             new_versions = len(versions)
             unblocked = _unblocked(conn, tenant_id, versions) if versions else []

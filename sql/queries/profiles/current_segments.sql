@@ -1,4 +1,4 @@
--- A psycopg.sql fragment, not runnable as it is, composed into upsert.sql and
+-- A psycopg.sql fragment, not runnable as it is, composed into recorded.sql and
 -- refresh_segments.sql at their placeholder: the current segments of the given profiles, a
 -- segment being current when the profile's latest change in it (by sequence) is a join. A
 -- profile with changes but no current segment has '{}'; one without changes has no row.

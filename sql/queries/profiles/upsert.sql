@@ -1,27 +1,18 @@
--- A psycopg.sql template (its placeholder: current_segments.sql). CDP profile upserts from
--- staging (profile_ids: the staged profiles). The newest CDP version wins in any arrival order;
--- equal versions with different content are settled by content hash, so every order gives the
--- same row. A new profile starts with the segments and snapshots already recorded for it (its
--- membership changes or a sealed snapshot may have arrived first): read for the whole batch at
--- once, by tenant, so that on Citus they are read on the tenant's shard and joined with the
--- staging table on the coordinator. Returns how many profiles were written (counted as
--- receipts/insert.sql counts).
+-- CDP profile upserts from staging; returns how many profiles were written (counted as
+-- receipts/insert.sql counts). The newest CDP version wins in any arrival order; equal versions
+-- with different content are settled by content hash, so every order gives the same row. A new
+-- profile starts with the segments and snapshots recorded for it before it arrived, staged with
+-- it (recorded.sql): read apart, on the tenant's shard, so that this statement reads nothing but
+-- the staging table.
 WITH written AS (
     INSERT INTO cdp_profiles AS p (
         tenant_id, profile_id, ext_id, email, mobile_number, push_token, segments, data_labels,
         segment_snapshots, raw_attributes, cdp_version, content_hash, updated_at, consents)
     SELECT DISTINCT ON (s.profile_id)
-        s.tenant_id, s.profile_id, s.ext_id, s.email, s.mobile_number, s.push_token,
-        coalesce(current.segments, '{{}}'), s.data_labels, coalesce(sealed.snapshots, '{{}}'),
-        s.raw_attributes, s.cdp_version, s.content_hash, s.updated_at, s.consents
+        s.tenant_id, s.profile_id, s.ext_id, s.email, s.mobile_number, s.push_token, s.segments,
+        s.data_labels, s.segment_snapshots, s.raw_attributes, s.cdp_version, s.content_hash,
+        s.updated_at, s.consents
     FROM stage_cdp_profiles s
-    LEFT JOIN ({0}) current ON current.profile_id = s.profile_id
-    LEFT JOIN (
-        SELECT sm.profile_id, array_agg(sm.snapshot_id ORDER BY sm.snapshot_id) AS snapshots
-        FROM segment_snapshot_member sm
-        WHERE sm.tenant_id = %(tenant_id)s AND sm.profile_id = ANY (%(profile_ids)s)
-        GROUP BY sm.profile_id
-    ) sealed ON sealed.profile_id = s.profile_id
     ORDER BY s.profile_id, s.cdp_version DESC, s.content_hash DESC
     ON CONFLICT (tenant_id, profile_id) DO UPDATE SET
         ext_id = EXCLUDED.ext_id,
