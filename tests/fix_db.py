@@ -14,30 +14,24 @@ role, through the tenant table's own policy, as the product does).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors, sql
 
-from leo_activation import distribution
 from leo_activation.db import connect, set_tenant_context, tenant_transaction, with_database
 from leo_activation.dev import citus
 from leo_activation.dev.stack import Endpoints
 from leo_activation.migrate import ensure_app_role, migrate, schema_checksum
-from leo_activation.resources import sql_dir
 
 FIXED_TIME = datetime(2025, 1, 1, tzinfo=UTC)
-CITUS_QUERIES = sql_dir() / "queries" / "citus"
-DISTRIBUTION_CODE = Path(distribution.__file__)
 _CLONE_ATTEMPTS = 20
 
 
@@ -97,34 +91,9 @@ def template_for(stack: Endpoints) -> str:
 
 
 def _citus_template(stack: Endpoints) -> str:
-    """A migrated and distributed template database on every node of the Citus cluster, for the
-    schema and the distribution code as they are. Cloning a distributed database is cloning each
-    node's copy under one name: the coordinator reaches the workers' copies by its own name. A
-    template nobody may connect to is complete (connections are shut off last): the Citus
-    maintenance daemon would otherwise hold it open and block every clone."""
-    source = hashlib.sha256(schema_checksum().encode())
-    for path in (*sorted(CITUS_QUERIES.glob("*.sql")), DISTRIBUTION_CODE):
-        source.update(path.read_bytes())
-    name = f"leo_ctpl_{source.hexdigest()[:12]}"
-    admin_url = stack.admin_database_url
-    with connect(admin_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT datallowconn FROM pg_database WHERE datname = %s", (name,)
-        ).fetchone()
-    if row is not None and not row[0]:
-        return name
-    citus.drop_database(admin_url, name)  # a build that did not finish
-    nodes = citus.create_database(admin_url, name)
-    migrate(nodes[0], with_database(stack.database_url, name))
-    shut = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
-    for node in nodes:
-        with connect(with_database(node, "postgres"), autocommit=True) as conn:
-            conn.execute(shut)
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-    return name
+    """The migrated, distributed template on every node of the Citus cluster."""
+    name = citus.template_name("leo_ctpl_")
+    return citus.template(stack.admin_database_url, stack.database_url, name)
 
 
 @contextmanager

@@ -140,6 +140,8 @@ def test_every_statement_of_the_consumers_reaches_one_shard(
 def test_a_corpus_has_the_same_digest_on_one_server_and_on_citus(
     running_stack: Stack, citus_stack: Endpoints, topic_prefix: str
 ) -> None:
+    """The same topics consumed into one server and into Citus, where one tenant has been
+    isolated on shards of its own (how a large tenant is moved off its neighbours' shards)."""
     single_stack = running_stack.endpoints
     c = corpus.build(
         22, n_tenants=3, n_profiles=8, n_segments=2, n_receipts=30,
@@ -151,6 +153,12 @@ def test_a_corpus_has_the_same_digest_on_one_server_and_on_citus(
     ):
         single = deployment_settings(single_stack, single_db, topic_prefix)
         distributed = deployment_settings(citus_stack, citus_db, topic_prefix)
+        with psycopg.connect(citus_db.admin_url, autocommit=True) as owner:
+            owner.execute(
+                "SELECT isolate_tenant_to_new_shard('tenant', %s::uuid, 'CASCADE', "
+                "shard_transfer_mode => 'block_writes')",
+                (corpus.tenants(22, 3)[0],),
+            )
         publish_corpus(single, c)
         drain(single)
         drain(distributed)

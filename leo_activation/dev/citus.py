@@ -9,14 +9,18 @@ password at the address each is registered under, which on the local stack is 12
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import conninfo, sql
 
+from leo_activation import distribution
 from leo_activation.db import connect, with_database
-from leo_activation.resources import sql_text
+from leo_activation.migrate import migrate, schema_checksum
+from leo_activation.resources import sql_dir, sql_text
 
 
 def _dsn_part(dsn: str, key: str) -> str:
@@ -79,3 +83,35 @@ def drop_database(admin_dsn: str, name: str) -> None:
     for node in node_dsns(admin_dsn):
         with connect(node) as conn:
             conn.execute(statement)
+
+
+def template_name(prefix: str) -> str:
+    """``prefix`` and a checksum of the schema and of the distribution code: a template made from
+    them is current while neither changed."""
+    source = hashlib.sha256(schema_checksum().encode())
+    queries = sorted((sql_dir() / "queries" / "citus").glob("*.sql"))
+    for path in (*queries, Path(distribution.__file__)):
+        source.update(path.read_bytes())
+    return f"{prefix}{source.hexdigest()[:12]}"
+
+
+def template(admin_dsn: str, app_dsn: str, name: str) -> str:
+    """A migrated and distributed template database ``name`` on every node of the cluster
+    ``admin_dsn``'s database belongs to, made once (reused while it exists): cloning a
+    distributed database is cloning each node's copy under one name, since the coordinator
+    reaches the workers' copies by its own name. A template nobody may connect to is complete
+    (connections are shut off last); open, the Citus maintenance daemon would hold it and block
+    every clone. Returns ``name``."""
+    with connect(admin_dsn) as conn:
+        row = conn.execute(sql_text("queries/citus/template_state.sql"), {"name": name}).fetchone()
+    if row is not None and not row[0]:
+        return name
+    drop_database(admin_dsn, name)  # a build that did not finish
+    nodes = create_database(admin_dsn, name)
+    migrate(nodes[0], with_database(app_dsn, name))
+    shut = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+    for node in nodes:
+        with connect(with_database(node, "postgres")) as conn:
+            conn.execute(shut)
+            conn.execute(sql_text("queries/citus/template_disconnect.sql"), {"name": name})
+    return name
