@@ -12,6 +12,8 @@ adds is distributed by the next ``migrate`` without that migration knowing about
 - a table without one becomes a reference table (a copy on every node);
 - the database passes a transaction's ``SET LOCAL`` commands on to the workers
   (``citus.propagate_set_commands``), so the tenant context reaches the shards;
+- a table whose tenant policy has one server's form (an InitPlan, which Citus refuses in a
+  policy) is isolated again first (``leo_isolate_tenant`` picks the database's form);
 - the statement-level reference checks (``leo_check_reference``, ``sql/migrations/0007``) become
   the foreign keys they stand for: a shard cannot look up another table from a trigger, and
   co-located foreign keys are checked on the shard itself.
@@ -49,6 +51,13 @@ def distribute(conn: psycopg.Connection[Any]) -> list[str]:
     done: list[str] = []
     with conn.transaction():
         conn.execute(sql_text("queries/citus/session.sql"))
+        one_server = conn.execute(sql_text("queries/citus/policies_to_convert.sql")).fetchall()
+        for (table,) in one_server:
+            conn.execute(sql_text("queries/citus/isolate.sql"), {"table": table})
+        if one_server:
+            done.append(
+                f"citus: tenant policies in the form Citus distributes: {len(one_server)} tables"
+            )
         checks = conn.execute(sql_text("queries/citus/reference_triggers.sql")).fetchall()
         for table, trigger, referenced, columns in checks:
             _reference_as_foreign_key(conn, table, trigger, referenced, columns.split(","))

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from leo_activation import db
-from leo_activation.dev import corpus
+from leo_activation.dev import citus, corpus
 from leo_activation.dev.stack import Endpoints
 from leo_activation.errors import LeoError
 from leo_activation.migrate import migrate, migrations_path
@@ -234,3 +234,34 @@ def test_a_database_that_would_not_pass_the_tenant_on_stops_the_consumer(
         drain(settings)
     migrate(citus_db.admin_url, citus_db.app_url)  # sets it again
     drain(settings)
+
+
+def test_a_database_run_on_one_server_is_distributed_once_it_has_citus(
+    citus_stack: Endpoints,
+) -> None:
+    """The way out of one server: a database migrated and filled without Citus gets the
+    extension and its workers, and the next migrate gives its policies the distributable form,
+    distributes every table with its rows, and the application reads them back."""
+    admin = citus_stack.admin_database_url
+    name = f"leo_t_{uuid.uuid4().hex[:12]}"
+    nodes = [db.with_database(node, name) for node in citus.node_dsns(admin)]
+    app = db.with_database(citus_stack.database_url, name)
+    tenant = uuid.uuid4()
+    try:
+        for node in citus.node_dsns(admin):
+            with db.connect(node) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        migrate(nodes[0], app)
+        with db.connect(app) as conn, tenant_tx(conn, tenant):
+            conn.execute(
+                "INSERT INTO tenant VALUES (%s, 'early', 'active', now(), now())", (tenant,)
+            )
+        citus.setup_database(nodes[0], nodes[1:])
+        lines: list[str] = []
+        migrate(nodes[0], app, report=lines.append)
+        assert any("tenant policies in the form Citus distributes" in line for line in lines)
+        assert any("distributed 18 tables" in line for line in lines), lines
+        with db.connect(app) as conn, tenant_tx(conn, tenant):
+            assert conn.execute("SELECT tenant_name FROM tenant").fetchall() == [("early",)]
+    finally:
+        citus.drop_database(admin, name)

@@ -389,14 +389,23 @@ def row_for(table: str, parent: str | None, tenant: uuid.UUID, salt: str) -> Row
 
 
 # ------------------------------------------------------------------------------------ catalog
-# 0013's form: no subquery (Citus refuses one in a policy); statements name the tenant too, which
-# makes the USING a one-time check, and the WITH CHECK compares text (cheap for every row written)
-TENANT_PREDICATE = "(tenant_id = leo_current_tenant())"
-TENANT_CHECK = "((tenant_id)::text = lower(current_setting('app.current_tenant_id'::text, true)))"
+# The policy's form follows the database (0013): (USING, WITH CHECK). One server: the tenant an
+# InitPlan (evaluated once per statement, not once per row). Citus, which refuses a subquery in a
+# policy: the function (statements name the tenant too, which makes it a one-time check) and a
+# text comparison for WITH CHECK (cheap for every row written).
+INITPLAN = "(tenant_id = ( SELECT leo_current_tenant() AS leo_current_tenant))"
+TENANT_POLICY = {
+    "single": (INITPLAN, INITPLAN),
+    "citus": (
+        "(tenant_id = leo_current_tenant())",
+        "((tenant_id)::text = lower(current_setting('app.current_tenant_id'::text, true)))",
+    ),
+}
 
 
 @pytest.mark.backends
-def test_every_public_table_is_tenant_isolated(db: DbUrls) -> None:
+def test_every_public_table_is_tenant_isolated(db: DbUrls, backend: str) -> None:
+    tenant_predicate, tenant_check = TENANT_POLICY[backend]
     with connect(db.admin_url, autocommit=True) as conn:
         tables = conn.execute(
             """
@@ -426,12 +435,12 @@ def test_every_public_table_is_tenant_isolated(db: DbUrls) -> None:
     for table, name, permissive, cmd, using, check, for_app in policies:
         if not permissive:
             continue  # restrictive policies can only narrow what the permissive ones allow
-        if cmd in "*rwd" and using != TENANT_PREDICATE:
+        if cmd in "*rwd" and using != tenant_predicate:
             problems.append(f"{table}: permissive policy {name} USING {using}")
         # an ALL/UPDATE policy without WITH CHECK reuses its USING; an INSERT one must say it
-        if cmd in "*aw" and check != TENANT_CHECK:
+        if cmd in "*aw" and check != tenant_check:
             problems.append(f"{table}: permissive policy {name} WITH CHECK {check}")
-        if cmd == "*" and using == TENANT_PREDICATE and check == TENANT_CHECK and for_app:
+        if cmd == "*" and using == tenant_predicate and check == tenant_check and for_app:
             isolated.add(table)
     for table, rls, forced, tenant_col in tables:
         if tenant_col != "uuid not null":
@@ -440,7 +449,7 @@ def test_every_public_table_is_tenant_isolated(db: DbUrls) -> None:
             problems.append(f"{table}: row level security enabled={rls} forced={forced}")
         if table not in isolated:
             problems.append(
-                f"{table}: no policy FOR ALL USING {TENANT_PREDICATE} WITH CHECK {TENANT_CHECK}"
+                f"{table}: no policy FOR ALL USING {tenant_predicate} WITH CHECK {tenant_check}"
             )
     assert not problems, "\n".join(problems)
 

@@ -1,33 +1,41 @@
--- The tenant policy in a form Citus can distribute (it refuses a policy holding a subquery, and
--- 0002's `(SELECT leo_current_tenant())` is one), with the single server's speed kept.
---
--- USING (tenant_id = leo_current_tenant()): every statement of the application names its tenant
--- as a parameter too (`tenant_id = %(tenant_id)s`, so that Citus routes it to the tenant's one
--- shard), and the planner then folds the two equalities into a one-time check of the function
--- against the parameter, evaluated once per statement like 0002's InitPlan. A statement that
--- names no tenant (an analyst's sample) gets the function as an index condition, also evaluated
--- once; only a sequential scan evaluates it per row.
--- WITH CHECK compares text: it is evaluated for every row written, and the function (a regular
--- expression over the setting) costs microseconds a row there, while the uuid's text against the
--- lower-cased setting costs what 0002's InitPlan did. It accepts exactly what
--- leo_current_tenant() accepts: a uuid's text is its lower-case 8-4-4-4-12 form, so only a
--- setting that the function reads as that uuid can equal it; unset, '' and malformed settings
--- match nothing, and raise nothing.
+-- The tenant policy takes the form its database can run. On one server, 0002's:
+-- `tenant_id = (SELECT leo_current_tenant())`, the tenant an InitPlan evaluated once per
+-- statement. Citus refuses a subquery in a policy, so on a database with the citus extension:
+--   USING (tenant_id = leo_current_tenant()): every statement of the application names its
+--   tenant as a parameter too (`tenant_id = %(tenant_id)s`, which is what makes Citus run it on
+--   the tenant's one shard), and the planner folds the two equalities into one check evaluated
+--   once per statement; a statement that names no tenant gets the function as an index
+--   condition, also once; only a sequential scan of such a statement evaluates it per row (a
+--   regular expression over the setting: microseconds a row, which is why one server keeps the
+--   InitPlan).
+--   WITH CHECK (tenant_id::text = lower(setting)): evaluated for every row written, so it
+--   compares text instead of calling the function; it accepts exactly what leo_current_tenant()
+--   accepts (a uuid's text is its lower-case 8-4-4-4-12 form, so only a setting the function
+--   reads as that uuid equals it; unset, '' and malformed settings match nothing, and raise
+--   nothing).
+-- The database decides, not the caller: a migration isolating a table needs to know nothing of
+-- Citus, and `migrate` isolates every table again just before it distributes it (the extension
+-- may have been added to a database that ran on one server before).
 CREATE OR REPLACE FUNCTION leo_isolate_tenant(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    distributable boolean := EXISTS (SELECT FROM pg_extension WHERE extname = 'citus');
+    tenant text := CASE WHEN distributable THEN 'tenant_id = leo_current_tenant()'
+                        ELSE 'tenant_id = (SELECT leo_current_tenant())' END;
+    checked text := CASE WHEN distributable
+                         THEN 'tenant_id::text = lower(current_setting(''app.current_tenant_id'', true))'
+                         ELSE 'tenant_id = (SELECT leo_current_tenant())' END;
 BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
     EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', tbl);
-    EXECUTE format(
-        'CREATE POLICY tenant_isolation ON %s USING (tenant_id = leo_current_tenant()) '
-        'WITH CHECK (tenant_id::text = lower(current_setting(''app.current_tenant_id'', true)))',
-        tbl);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s USING (%s) WITH CHECK (%s)',
+                   tbl, tenant, checked);
 END
 $$;
 
--- Every table 0002-0012 isolated, partitions included, gets the new form.
+-- Every table 0002-0012 isolated, partitions included, in its database's form.
 SELECT leo_isolate_tenant(polrelid)
 FROM pg_policy
 WHERE polname = 'tenant_isolation'
