@@ -95,19 +95,27 @@ def template_name(prefix: str) -> str:
     return f"{prefix}{source.hexdigest()[:12]}"
 
 
-def template(admin_dsn: str, app_dsn: str, name: str) -> str:
+def template(admin_dsn: str, app_dsn: str, name: str, shard_count: int | None = None) -> str:
     """A migrated and distributed template database ``name`` on every node of the cluster
     ``admin_dsn``'s database belongs to, made once (reused while it exists): cloning a
     distributed database is cloning each node's copy under one name, since the coordinator
     reaches the workers' copies by its own name. A template nobody may connect to is complete
     (connections are shut off last); open, the Citus maintenance daemon would hold it and block
-    every clone. Returns ``name``."""
+    every clone. ``shard_count``: the tables' shards, instead of the cluster's
+    ``citus.shard_count`` (fewer make a copy faster). Returns ``name``."""
     with connect(admin_dsn) as conn:
         row = conn.execute(sql_text("queries/citus/template_state.sql"), {"name": name}).fetchone()
     if row is not None and not row[0]:
         return name
     drop_database(admin_dsn, name)  # a build that did not finish
     nodes = create_database(admin_dsn, name)
+    if shard_count is not None:
+        with connect(nodes[0]) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET citus.shard_count = {}").format(
+                    sql.Identifier(name), sql.Literal(shard_count)
+                )
+            )
     migrate(nodes[0], with_database(app_dsn, name))
     shut = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
     for node in nodes:
