@@ -132,7 +132,8 @@ def set_tenant_context(conn: psycopg.Connection[Any], setting: str) -> None:
 def check_tenant_context(conn: psycopg.Connection[Any]) -> None:
     """Raise ``LeoError`` on a Citus database whose sessions do not pass ``SET LOCAL`` on to the
     workers: the tenant context would not reach the shards, where every write would be refused
-    and every read see nothing (``migrate`` sets it for the database)."""
+    and every read see nothing (``migrate`` sets it for the database). A database without the
+    function the tenant policies read raises the driver's error (``undefined_function``)."""
     row = conn.execute(sql_text("queries/citus/set_commands.sql")).fetchone()
     if row is not None and row[0] and row[1] != "local":
         raise LeoError(
