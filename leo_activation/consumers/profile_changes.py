@@ -19,6 +19,7 @@ its place in the partition: the changes before it first, those after it after it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -26,8 +27,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from leo_activation import ids
+from leo_activation import db, ids
 from leo_activation.bulk import stage
 from leo_activation.consumers import dispatch, erasure, snapshots, tenancy
 from leo_activation.contracts import DEFAULT_MAX_TEXT
@@ -41,6 +43,9 @@ PROFILE_COLUMNS = (
     "raw_attributes", "cdp_version", "content_hash", "updated_at", "consents",
     "key_id", *(f"{name}_sealed" for name in SEALED_FIELDS),
 )  # fmt: skip
+# what a new profile starts with: recorded for it before it arrived (profiles/recorded.sql)
+RECORDED_COLUMNS = ("segments", "segment_snapshots")
+NOTHING_RECORDED: tuple[list[str], list[uuid.UUID]] = ([], [])
 CONSENT_STATES = frozenset({"granted", "revoked"})
 MEMBERSHIP_COLUMNS = (
     "tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at",
@@ -118,7 +123,10 @@ def membership_row(e: Envelope) -> tuple[Any, ...]:
 
 
 def refuse_version_conflicts(
-    conn: psycopg.Connection[Any], upserts: list[Envelope], result: ApplyResult
+    conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
+    upserts: list[Envelope],
+    result: ApplyResult,
 ) -> list[Envelope]:
     """The upserts that do not reuse a CDP version with other content; the others are rejected
     ``version_conflict``. A pinned version must be final once it arrived, or a dispatch's
@@ -130,7 +138,11 @@ def refuse_version_conflicts(
     upserts = sorted(upserts, key=lambda e: (e.partition, e.offset))
     rows = [_row(e) for e in upserts]
     known: dict[tuple[uuid.UUID, int], set[bytes]] = {}
-    params = {"profiles": [r[1] for r in rows], "versions": [r[8] for r in rows]}
+    params = {
+        "tenant_id": tenant_id,
+        "profiles": [r[1] for r in rows],
+        "versions": [r[8] for r in rows],
+    }
     for profile, version, content_hash in conn.execute(
         sql_text("queries/profiles/versions_known.sql"), params
     ):
@@ -161,6 +173,26 @@ def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any
 
 def _in_topic_order(e: Envelope) -> tuple[int, int]:
     return e.partition, e.offset
+
+
+@functools.cache
+def _with_segments(template: str) -> sql.Composed:
+    """A statement over the current segments of given profiles (``current_segments.sql``)."""
+    segments = sql.SQL(sql_text("queries/profiles/current_segments.sql"))
+    return sql.SQL(sql_text(template)).format(segments)
+
+
+def _unblocked(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, versions: list[tuple[Any, ...]]
+) -> list[uuid.UUID]:
+    """The waiting dispatches the newly arrived profile ``versions`` may have completed."""
+    params = {
+        "tenant_id": tenant_id,
+        "profiles": [v[0] for v in versions],
+        "versions": [v[1] for v in versions],
+    }
+    rows = conn.execute(sql_text("queries/profiles/versions_unblocked.sql"), params)
+    return [r[0] for r in rows]
 
 
 class ProfileChangesHandler:
@@ -201,14 +233,23 @@ class ProfileChangesHandler:
     ) -> None:
         upserts = [e for e in batch if e.kind == "profile_upsert"]
         if upserts:
-            upserts = refuse_version_conflicts(conn, upserts, result)
+            upserts = refuse_version_conflicts(conn, tenant_id, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
-            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_row, upserts))
-            changed = conn.execute(sql_text("queries/profiles/upsert.sql")).rowcount
-            row = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchone()
-            assert row is not None
-            new_versions, unblocked = int(row[0]), list(row[1])
+            rows = [_row(e) for e in upserts]
+            profiles = {"tenant_id": tenant_id, "profile_ids": sorted({r[1] for r in rows})}
+            recorded = {
+                profile: (segments, snapshots)
+                for profile, segments, snapshots in conn.execute(
+                    _with_segments("queries/profiles/recorded.sql"), profiles
+                )
+            }
+            staged = (r + recorded.get(r[1], NOTHING_RECORDED) for r in rows)
+            stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS), staged)
+            changed = db.written(conn.execute(sql_text("queries/profiles/upsert.sql")))
+            versions = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchall()
+            new_versions = len(versions)
+            unblocked = _unblocked(conn, tenant_id, versions) if versions else []
             # A late older version changes no profile but is new history: it was applied.
             applied = max(changed, new_versions)
             result.applied += applied
@@ -216,12 +257,14 @@ class ProfileChangesHandler:
             if unblocked:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
-            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_row, changes))
-            inserted = conn.execute(sql_text("queries/profiles/membership_insert.sql")).rowcount
+            rows = [_row(e) for e in changes]
+            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, rows)
+            inserted = db.written(conn.execute(sql_text("queries/profiles/membership_insert.sql")))
             result.applied += inserted
             result.duplicates += len(changes) - inserted
             if inserted:
-                conn.execute(sql_text("queries/profiles/refresh_segments.sql"))
+                touched = {"tenant_id": tenant_id, "profile_ids": sorted({r[3] for r in rows})}
+                conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
             segments = sorted({e.record["segment_key"] for e in changes})
