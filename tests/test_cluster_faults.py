@@ -78,7 +78,8 @@ SEED = 20260113
 # Small batches: many Kafka transactions, so a kill meets consumers inside theirs.
 BATCH_SIZE = 200
 # A kill waits until the publisher runs and some consumer committed a batch this recently.
-BUSY_S = 2.0
+BUSY_S = 5.0
+MOMENT_TIMEOUT_S = 600.0
 DOWN_S = (3.0, 6.0)  # how long a killed broker stays down
 PUBLISH_ATTEMPTS = 5
 CONVERGE_TIMEOUT_S = 900.0
@@ -174,6 +175,8 @@ class Publisher(threading.Thread):
         self.failed: str | None = None
         self._more = threading.Condition()
         self._closing = False
+        self._proc: subprocess.Popen[str] | None = None
+        self._stopped = False
 
     def put(self, topic: str, path: Path) -> None:
         with self._more:
@@ -193,16 +196,34 @@ class Publisher(threading.Thread):
                 topic, path = self.todo.pop(0)
                 self.active = topic
             try:
-                for _ in range(PUBLISH_ATTEMPTS):
-                    done = publish_run(self.env, topic, path)
-                    self.runs.append((path.name, done.returncode, done.stderr))
-                    if done.returncode == 0:
-                        break
-                else:
-                    self.failed = f"{path.name}: {done.stderr[-2000:]}"
+                self._publish(topic, path)
             finally:
                 with self._more:
                     self.active = None
+
+    def _publish(self, topic: str, path: Path) -> None:
+        for _ in range(PUBLISH_ATTEMPTS):
+            with self._more:
+                if self._stopped:
+                    return
+                self._proc = subprocess.Popen(
+                    publish_argv(topic, path), env=self.env, cwd=REPO,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                )  # fmt: skip
+            _, err = self._proc.communicate(timeout=600)
+            self.runs.append((path.name, self._proc.returncode, err))
+            if self._proc.returncode == 0:
+                return
+        self.failed = f"{path.name}: {err[-2000:]}"
+
+    def stop(self) -> None:
+        """Drop what is left to publish and kill the publish under way (a test that failed)."""
+        with self._more:
+            self.todo.clear()
+            self._closing = self._stopped = True
+            self._more.notify()
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
 
     def wait_idle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -311,16 +332,21 @@ class Battery:
     def kill_a_broker(self, kind: str, files: list[tuple[str, Path]]) -> Kill:
         """Once the publisher runs and the consumers commit, SIGKILL the ``kind`` broker, start
         it again a few seconds later, and wait until the cluster is whole."""
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + MOMENT_TIMEOUT_S
         while True:
-            assert time.monotonic() < deadline, f"no moment to kill the {kind} came"
             if self.publisher.idle():  # the slice went by too fast: publish it again (a no-op)
                 for topic, path in files:
                     self.publisher.put(topic, path)
-            busy = time.monotonic() - self.last_batch() < BUSY_S
-            node = self.victim(kind) if busy and self.publisher.active else None
+            since = time.monotonic() - self.last_batch()
+            active = self.publisher.active
+            node = self.victim(kind) if since < BUSY_S and active else None
             if node is not None:
                 break
+            assert time.monotonic() < deadline, (
+                f"no moment to kill the {kind} came in {MOMENT_TIMEOUT_S:.0f}s: the last batch "
+                f"{since:.0f}s ago, the publisher {f'on {active}' if active else 'idle'}"
+            )
+            self.alive()
             time.sleep(0.05)
         kill = Kill(kind, node, time.monotonic())
         self.cluster.kill(node)
@@ -480,17 +506,18 @@ def test_brokers_and_a_publish_killed_under_load_lose_and_double_nothing(
             converged_s = wait_converged(settings, urls, clean)
             battery.alive()
         finally:
+            publisher.stop()
             for consumer in consumers:
                 if consumer.proc.poll() is None:
                     consumer.proc.send_signal(signal.SIGTERM)
             codes = [consumer.wait(120) for consumer in consumers]
+            for n, consumer in enumerate(consumers):  # beside the nodes' logs, for a post-mortem
+                (kafka_cluster.home / f"consume-{n}.log").write_text("".join(consumer.log))
         for kill in kills:
             kill.gap_s = batch_gap(consumers, kill.at)
         say("\n" + report(c, clean, kills, publisher, time.monotonic() - started))
         say(f"  state equal to the clean run's {converged_s:.0f}s after the last publish")
         logs = ["".join(consumer.log) for consumer in consumers]
-        for n, log in enumerate(logs):  # beside the nodes' logs, for a look after a failure
-            (kafka_cluster.home / f"consume-{n}.log").write_text(log, encoding="utf-8")
         assert codes == [0] * CONSUMERS, [log[-3000:] for log in logs]
         assert not [log for log in logs if "Traceback" in log]
         assert any("blocked behind an open transaction" in log for log in logs)

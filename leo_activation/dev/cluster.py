@@ -105,9 +105,6 @@ class Cluster:
     def node_ids(self) -> list[int]:
         return [node.node_id for node in self._state().nodes]
 
-    def running(self, node_id: int) -> bool:
-        return self._running(self._node(self._state(), node_id))
-
     def log(self, node_id: int) -> Path:
         return self._folder(node_id) / "server.log"
 
