@@ -25,7 +25,6 @@ The size is a parameter: ``CLUSTER_BATTERY_MESSAGES`` (default 100,000) and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -75,8 +74,8 @@ KILLS = int(os.environ.get("CLUSTER_BATTERY_KILLS", "10"))
 KINDS = ("coordinator", "leader", "transaction")
 CONSUMERS = 3
 SEED = 20260113
-# Small batches: many Kafka transactions, so a kill meets consumers inside theirs.
-BATCH_SIZE = 200
+# Smaller batches than the default: a kill meets consumers inside their Kafka transactions.
+BATCH_SIZE = 1000
 # A kill waits until the publisher runs and some consumer committed a batch this recently.
 BUSY_S = 5.0
 MOMENT_TIMEOUT_S = 600.0
@@ -282,12 +281,22 @@ class Kill:
 @dataclass
 class Battery:
     cluster: Cluster
-    admin: AdminClient
     settings: Settings
     publisher: Publisher
     consumers: list[ConsumerProcess]
     rng: random.Random
     say: Callable[[str], None]  # a line on the terminal as the battery goes
+    _admin: AdminClient | None = None
+    unanswered: str = ""  # why the cluster did not answer the last question
+
+    @property
+    def admin(self) -> AdminClient:
+        """An admin client of the cluster; a new one after a question it could not answer
+        (librdkafka's admin client can go on asking a broker that left, or sending a stale
+        leader epoch, for its whole life)."""
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap})
+        return self._admin
 
     def alive(self) -> None:
         for n, c in enumerate(self.consumers):
@@ -322,7 +331,8 @@ class Battery:
             if not inside:
                 return None
             return self.partitions(topic)[self.rng.choice(inside)].leader
-        except KafkaException:  # a leader or coordinator moving: ask again
+        except (KafkaException, TimeoutError) as exc:  # a leader or coordinator moving
+            self._admin, self.unanswered = None, repr(exc)
             return None
 
     def partitions(self, topic: str) -> dict[int, PartitionMetadata]:
@@ -344,7 +354,8 @@ class Battery:
                 break
             assert time.monotonic() < deadline, (
                 f"no moment to kill the {kind} came in {MOMENT_TIMEOUT_S:.0f}s: the last batch "
-                f"{since:.0f}s ago, the publisher {f'on {active}' if active else 'idle'}"
+                f"{since:.0f}s ago, the publisher {f'on {active}' if active else 'idle'}, "
+                f"the cluster's last non-answer {self.unanswered}"
             )
             self.alive()
             time.sleep(0.05)
@@ -382,8 +393,10 @@ class Battery:
         while any(stable[p] == end for p, end in stuck.items()):
             assert time.monotonic() < deadline, f"{topic} blocked for good behind {stuck}"
             time.sleep(1)
-            with contextlib.suppress(KafkaException):
+            try:
                 stable = partition_ends(self.admin, physical, IsolationLevel.READ_COMMITTED)
+            except (KafkaException, TimeoutError):
+                self._admin = None
         kill.blocked_s = time.monotonic() - kill.at
         self.say(f"  publish killed inside its transaction: {len(stuck)} partitions of {topic} "
                  f"unreadable past it for {kill.blocked_s:.0f}s")  # fmt: skip
@@ -401,7 +414,8 @@ class Battery:
                 try:
                     stable = partition_ends(self.admin, physical, IsolationLevel.READ_COMMITTED)
                     written = partition_ends(self.admin, physical, IsolationLevel.READ_UNCOMMITTED)
-                except KafkaException:
+                except (KafkaException, TimeoutError):
+                    self._admin = None
                     continue
                 stuck = {p: stable[p] for p, end in written.items() if stable[p] < end}
                 if stuck:
@@ -480,7 +494,6 @@ def test_brokers_and_a_publish_killed_under_load_lose_and_double_nothing(
         publisher.start()
         battery = Battery(
             kafka_cluster,
-            admin,
             settings,
             publisher,
             consumers,
