@@ -528,9 +528,10 @@ def test_brokers_and_a_publish_killed_under_load_lose_and_double_nothing(
                 (kafka_cluster.home / f"consume-{n}.log").write_text("".join(consumer.log))
         for kill in kills:
             kill.gap_s = batch_gap(consumers, kill.at)
+        logs = ["".join(consumer.log) for consumer in consumers]
         say("\n" + report(c, clean, kills, publisher, time.monotonic() - started))
         say(f"  state equal to the clean run's {converged_s:.0f}s after the last publish")
-        logs = ["".join(consumer.log) for consumer in consumers]
+        say(f"  the consumers logged: {recoveries(logs)}")
         assert codes == [0] * CONSUMERS, [log[-3000:] for log in logs]
         assert not [log for log in logs if "Traceback" in log]
         assert any("blocked behind an open transaction" in log for log in logs)
@@ -551,6 +552,23 @@ def test_brokers_and_a_publish_killed_under_load_lose_and_double_nothing(
         assert read_topic(settings, "dead-letters") == []
 
     assert all(k.gap_s < float("inf") for k in kills), "no batch after a kill"
+
+
+# What the consumers logged as they recovered, by the start of the line that says it.
+RECOVERIES = {
+    "transactions aborted and read again": "Kafka transaction aborted",
+    "producers replaced (fatal state)": "Kafka producer cannot go on",
+    "producers replaced (a transactional call hung)": "Kafka transaction API hung",
+    "commits retried": "Kafka commit not yet possible",
+    "consumer errors librdkafka recovered from": "Kafka consumer: ",
+    "group sessions lost (a rebalance)": "Consumer group session timed out",
+    "partitions said blocked behind an open transaction": "blocked behind an open transaction",
+}
+
+
+def recoveries(logs: list[str]) -> str:
+    counts = {what: sum(log.count(marker) for log in logs) for what, marker in RECOVERIES.items()}
+    return ", ".join(f"{what} {n}" for what, n in counts.items())
 
 
 def report(
