@@ -146,6 +146,9 @@ class ProfileChangesHandler:
         batch: list[Envelope],
     ) -> ApplyResult:
         result = ApplyResult()
+        # upserts may unblock a dispatch, changes may seal a snapshot: both halves of waits
+        # whose other half comes on the commands topic, through another consumer perhaps
+        dispatch.lock_waits(conn, tenant_id)
         upserts = [e for e in batch if e.kind == "profile_upsert"]
         if upserts:
             upserts = refuse_version_conflicts(conn, upserts, result)
