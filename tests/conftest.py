@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fix_db",
     "tests.fix_app",
     "tests.fix_security",
+    "tests.fix_cluster",
 ]

@@ -355,6 +355,11 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# commands that wait for the profile-changes topic (a snapshot for its membership changes, a
+# dispatch for its snapshot's seal and its members' pinned profile versions)
+WAITS_ACROSS_TOPICS = frozenset({"snapshot_request", "dispatch_request"})
+
+
 class CommandsHandler:
     topic = "commands"
     gate: Gate | None = None  # tenant lifecycle commands come before the tenant exists
@@ -366,6 +371,8 @@ class CommandsHandler:
         self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
     ) -> ApplyResult:
         result = ApplyResult()
+        if any(e.kind in WAITS_ACROSS_TOPICS for e in batch):
+            dispatch.lock_waits(conn, tenant_id)
         for e in sorted(batch, key=lambda e: (e.partition, e.offset)):
             try:
                 with conn.transaction():  # a savepoint: a poison command undoes only itself

@@ -105,6 +105,14 @@ class ReadyDispatch:
     cap_window: timedelta | None
 
 
+def lock_waits(conn: psycopg.Connection[Any], tenant_id: uuid.UUID) -> None:
+    """Serialise, until this transaction commits, the tenant's transactions that record one half
+    of a wait across topics and check the other (``dispatch/lock_waits.sql``): the snapshot
+    request and its membership changes, the dispatch and its seal or pinned profile versions.
+    Called before the first such write, so it never waits while holding their row locks."""
+    conn.execute(sql_text("queries/dispatch/lock_waits.sql"), {"tenant_id": str(tenant_id)})
+
+
 def delivery_fact(status: str, dispatch_id: uuid.UUID | str) -> dict[str, str]:
     """The fact a fan-out row records (its ``log_id`` is ``ids.delivery_fact_id`` over it)."""
     return {"fact": status, "dispatch_id": str(dispatch_id)}

@@ -213,6 +213,9 @@ class ProfileChangesHandler:
         """The changes before an erasure are applied before it, those after it after it (a
         profile's changes share a partition, so this is the same order in every run)."""
         result = ApplyResult()
+        # upserts may unblock a dispatch, changes may seal a snapshot: both halves of waits
+        # whose other half comes on the commands topic, through another consumer perhaps
+        dispatch.lock_waits(conn, tenant_id)
         part: list[Envelope] = []
         for e in sorted(batch, key=_in_topic_order):
             if e.kind == erasure.KIND:

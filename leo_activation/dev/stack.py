@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -271,6 +271,27 @@ def _wait_dead(pid: int, marker: str, timeout: float) -> bool:
     return False
 
 
+def _stop_processes(
+    processes: Mapping[int, str],
+    how: signal.Signals = signal.SIGTERM,
+    timeout: float = STOP_TIMEOUT_S,
+) -> None:
+    """Send ``how`` to each of our processes still alive (pid -> its marker, see ``_alive``) at
+    once, SIGKILL those alive after ``timeout``, and reap those that are our children."""
+    alive = {pid: marker for pid, marker in processes.items() if _alive(pid, marker)}
+    for pid in alive:
+        os.kill(pid, how)
+    deadline = time.monotonic() + timeout
+    for pid, marker in alive.items():
+        if not _wait_dead(pid, marker, max(0.0, deadline - time.monotonic())):
+            os.kill(pid, signal.SIGKILL)
+            _wait_dead(pid, marker, 10)
+    for pid in processes:
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait()
+
+
 def _last_line(text: str) -> str:
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
@@ -354,6 +375,56 @@ def _java() -> str:
     return java
 
 
+def _internal_topics(log_dirs: Path, replicas: int, min_isr: int) -> str:
+    """The server.properties lines a local stack's broker and a local cluster's nodes share:
+    the listener roles, no auto-creation, and the internal topics' replication."""
+    return f"""controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs={log_dirs}
+num.partitions=3
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+offsets.topic.replication.factor={replicas}
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
+# Fewer internal partitions than the production default of 50: faster first use.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+# The log cleaner looks for compactable topics every second instead of every 15: an erasure's
+# tombstones take effect sooner (the topics' own settings still decide when).
+log.cleaner.backoff.ms=1000
+"""
+
+
+def _write_log4j(kafka_dir: Path, log: Path) -> Path:
+    """The broker's log4j2 configuration (``log``, rolled at 20 MB); returns its path."""
+    config = kafka_dir / "log4j2.xml"
+    config.write_text(
+        f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- No log4j shutdown hook: it would close the file before Kafka logs its own shutdown. -->
+<Configuration status="WARN" shutdownHook="disable">
+  <Appenders>
+    <RollingFile name="server" fileName={quoteattr(str(log))} filePattern={quoteattr(f"{log}.%i")}>
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+      <Policies>
+        <OnStartupTriggeringPolicy/>
+        <SizeBasedTriggeringPolicy size="20 MB"/>
+      </Policies>
+      <DefaultRolloverStrategy max="3" fileIndex="min"/>
+    </RollingFile>
+  </Appenders>
+  <Loggers>
+    <Root level="INFO"><AppenderRef ref="server"/></Root>
+  </Loggers>
+</Configuration>
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
 def _write_kafka_config(layout: _Layout, state: _State) -> None:
     layout.kafka_data.mkdir(parents=True, exist_ok=True)
     controller = f"127.0.0.1:{state.controller_port}"
@@ -378,48 +449,39 @@ controller.quorum.voters=1@{controller}
 listeners={listeners}
 advertised.listeners={advertised}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}
-{sasl_config}controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-log.dirs={layout.kafka_data}
-num.partitions=3
-auto.create.topics.enable=false
-group.initial.rebalance.delay.ms=0
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# Fewer internal partitions than the production default of 50: one node, and faster first use.
-offsets.topic.num.partitions=10
-transaction.state.log.num.partitions=10
-# The log cleaner looks for compactable topics every second instead of every 15: an erasure's
-# tombstones take effect sooner (the topics' own settings still decide when).
-log.cleaner.backoff.ms=1000
-""",
+{sasl_config}{_internal_topics(layout.kafka_data, replicas=1, min_isr=1)}""",
         encoding="utf-8",
     )
-    log = str(layout.kafka_log)
-    (layout.kafka_dir / "log4j2.xml").write_text(
-        f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- No log4j shutdown hook: it would close the file before Kafka logs its own shutdown. -->
-<Configuration status="WARN" shutdownHook="disable">
-  <Appenders>
-    <RollingFile name="server" fileName={quoteattr(log)} filePattern={quoteattr(log + ".%i")}>
-      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-      <Policies>
-        <OnStartupTriggeringPolicy/>
-        <SizeBasedTriggeringPolicy size="20 MB"/>
-      </Policies>
-      <DefaultRolloverStrategy max="3" fileIndex="min"/>
-    </RollingFile>
-  </Appenders>
-  <Loggers>
-    <Root level="INFO"><AppenderRef ref="server"/></Root>
-  </Loggers>
-</Configuration>
-""",
-        encoding="utf-8",
-    )
+    _write_log4j(layout.kafka_dir, layout.kafka_log)
+
+
+def _launch_kafka(
+    properties: Path, data: Path, console: Path, cluster_id: str, format_args: Sequence[str] = ()
+) -> int:
+    """Start ``kafka.Kafka`` on ``properties`` (its folder holds log4j2.xml), formatting its
+    storage ``data`` for ``cluster_id`` first if that was never done; returns the broker's pid."""
+    kafka_dir = properties.parent
+    jvm = [_java(), "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
+           "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={kafka_dir / 'log4j2.xml'}",
+           "-cp", f"{_kafka_libs()}/*"]  # fmt: skip
+    if not (data / "meta.properties").is_file():
+        result = subprocess.run(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties),
+             *format_args],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise LeoError(f"formatting Kafka storage failed: {_last_line(result.stderr)}")
+    with console.open("ab") as out:
+        # Own session: Ctrl-C in the shell that ran `dev up` must not reach the broker.
+        proc = subprocess.Popen(
+            [*jvm, "kafka.Kafka", str(properties)],
+            cwd=kafka_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
 
 
 def _kafka_running(layout: _Layout, state: _State) -> bool:
@@ -432,36 +494,17 @@ def _start_kafka(layout: _Layout, sasl: SaslListener | None = None) -> None:
         state.sasl = sasl
         _save_state(layout, state)
     if not _kafka_running(layout, state):
-        java = _java()
-        libs = _kafka_libs()
         if not (_port_free(state.kafka_port) and _port_free(state.controller_port)):
             # Something else took a port while the stack was down; the quorum is static, so a
             # new pair is safe. Shells that exported the old address need `dev status --env`.
             state.kafka_port, state.controller_port = _free_port(), _free_port()
         _write_kafka_config(layout, state)
-        jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
-               "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={layout.kafka_dir / 'log4j2.xml'}",
-               "-cp", f"{libs}/*"]  # fmt: skip
-        if not (layout.kafka_data / "meta.properties").is_file():
-            users = state.sasl.users.items() if state.sasl else ()
-            scram = [f"--add-scram=SCRAM-SHA-512=[name={n},password={p}]" for n, p in users]
-            result = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", state.cluster_id,
-                 "-c", str(layout.kafka_properties), *scram],
-                capture_output=True, text=True, check=False, timeout=120,
-            )  # fmt: skip
-            if result.returncode != 0:
-                raise LeoError(f"formatting Kafka storage failed: {_last_line(result.stderr)}")
-        with layout.kafka_console.open("ab") as console:
-            # Own session: Ctrl-C in the shell that ran `dev up` must not reach the broker.
-            proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(layout.kafka_properties)],
-                cwd=layout.kafka_dir, stdin=subprocess.DEVNULL, stdout=console,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        _CHILDREN[proc.pid] = proc
-        state.kafka_pid = proc.pid
+        users = state.sasl.users.items() if state.sasl else ()
+        scram = [f"--add-scram=SCRAM-SHA-512=[name={n},password={p}]" for n, p in users]
+        state.kafka_pid = _launch_kafka(
+            layout.kafka_properties, layout.kafka_data, layout.kafka_console, state.cluster_id,
+            scram,
+        )  # fmt: skip
         _save_state(layout, state)
     _wait_kafka_ready(layout, state)
 
@@ -495,16 +538,8 @@ def _stop_kafka(layout: _Layout) -> None:
     state = _load_state(layout)
     if state is None or state.kafka_pid is None:
         return
-    marker = str(layout.kafka_properties)
-    if _alive(state.kafka_pid, marker):
-        # SIGTERM is a controlled shutdown: logs are flushed, so the next start skips recovery.
-        os.kill(state.kafka_pid, signal.SIGTERM)
-        if not _wait_dead(state.kafka_pid, marker, STOP_TIMEOUT_S):
-            os.kill(state.kafka_pid, signal.SIGKILL)
-            _wait_dead(state.kafka_pid, marker, 10)
-    child = _CHILDREN.pop(state.kafka_pid, None)
-    if child is not None:
-        child.wait()
+    # SIGTERM is a controlled shutdown: logs are flushed, so the next start skips recovery.
+    _stop_processes({state.kafka_pid: str(layout.kafka_properties)})
     state.kafka_pid = None
     _save_state(layout, state)
 

@@ -15,7 +15,7 @@ from leo_activation import contracts
 from leo_activation.codec import Codec, SingleObjectCodec
 from leo_activation.engine.handler import TOMBSTONE, Envelope, Handler, ReadsTombstones
 from leo_activation.engine.native import NativeDecoder, Prepared, native_decoder
-from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.errors import PoisonMessage
 from leo_activation.producers.dead_letters import DeadLetter
 
 CORRELATION_HEADER = "leo.correlation_id"
@@ -119,9 +119,7 @@ class Decoder:
         dead: list[DeadLetter] = []
         raw: dict[Coords, Message] = {}
         logicals = []
-        for msg in messages:
-            if msg.error() is not None:
-                raise LeoError(f"Kafka consumer error: {msg.error()}")
+        for msg in messages:  # messages only: the engine took the consumer's error events out
             logicals.append(self.logical_by_physical[str(msg.topic())])
         prepared = self.prepare_native(logicals, messages)
         for msg, logical, native in zip(messages, logicals, prepared, strict=True):
