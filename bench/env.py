@@ -4,6 +4,7 @@ unique topic prefixes, all cleaned up at the end of a run."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg import errors, sql
 
 from leo_activation import db
+from leo_activation.dev import citus
 from leo_activation.dev.stack import Endpoints
 from leo_activation.migrate import ensure_app_role, migrate, schema_checksum
 from leo_activation.settings import Settings
@@ -36,8 +38,19 @@ class BenchEnv:
     prefixes: list[str] = field(default_factory=list)
     _template: str | None = None
 
+    @functools.cached_property
+    def distributed(self) -> bool:
+        """The endpoints' database is a Citus cluster's."""
+        return bool(citus.node_dsns(self.endpoints.admin_database_url))
+
     # ------------------------------------------------------------------ databases
     def template(self) -> str:
+        if self._template is None and self.distributed:
+            self._template = citus.template(
+                self.endpoints.admin_database_url,
+                self.endpoints.database_url,
+                citus.template_name("leo_bench_ctpl_"),
+            )
         if self._template is None:
             name = f"leo_bench_tpl_{schema_checksum()[:12]}"
             admin = self.endpoints.admin_database_url
@@ -56,6 +69,15 @@ class BenchEnv:
         """A new, empty, migrated database (a file copy of the template)."""
         name = f"leo_bench_{self.run_id}_{label}"
         admin = self.endpoints.admin_database_url
+        database = Database(
+            name, db.with_database(admin, name), db.with_database(self.endpoints.database_url, name)
+        )
+        self.databases.append(name)
+        if self.distributed:
+            citus.create_database(admin, name, template=self.template())
+            # database grants and settings are not templated; the schema is the template's
+            migrate(database.admin_url, database.app_url)
+            return database
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(self.template())
         )
@@ -66,10 +88,6 @@ class BenchEnv:
                     break
                 except errors.ObjectInUse:
                     time.sleep(0.1 * (attempt + 1))
-        self.databases.append(name)
-        database = Database(
-            name, db.with_database(admin, name), db.with_database(self.endpoints.database_url, name)
-        )
         with db.connect(database.admin_url, autocommit=True) as conn:
             ensure_app_role(conn, database.app_url)  # database grants are not templated
         return database
@@ -109,6 +127,11 @@ class BenchEnv:
         if keep:
             return
         admin = self.endpoints.admin_database_url
+        if self.distributed:
+            for name in self.databases:
+                with contextlib.suppress(Exception):
+                    citus.drop_database(admin, name)
+            self.databases.clear()
         with db.connect(admin, autocommit=True) as conn:
             for name in self.databases:
                 with contextlib.suppress(Exception):

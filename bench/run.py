@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 
 import psutil
 import psycopg
+from psycopg import conninfo
 
 from bench import gen, naive
 from bench.env import BenchEnv
@@ -51,11 +53,13 @@ from leo_activation.consumers.receipts import receipt_row
 from leo_activation.contracts import from_json
 from leo_activation.dev import corpus
 from leo_activation.dev import stack as devstack
+from leo_activation.dev.stack import Endpoints
 from leo_activation.engine.handler import Envelope, FollowUp
 from leo_activation.ops.digest import state_digest
 from leo_activation.settings import DEFAULT_BATCH_SIZE
 
 REPO = Path(__file__).resolve().parent.parent
+CITUS_HOME = REPO / ".dev" / "bench-citus"
 VERSION_COLUMNS = ("tenant_id", "profile_id", "version", "content_hash", "ext_id", "email",
                    "mobile_number", "push_token", "occurred_at")  # fmt: skip
 
@@ -71,6 +75,8 @@ QUICK: Sizes = {
     "batch": DEFAULT_BATCH_SIZE,
     "peer_receipts": 200_000,  # receipts of the --peer section, each round
     "peer_rounds": 2,  # rounds of (ours x1, Connect x1, ours x2, Connect x2), interleaved
+    "citus_receipts": 50_000,  # receipts of the citus section, each round
+    "citus_rounds": 2,  # rounds of (one server, Citus), interleaved
 }
 FULL = {
     **QUICK,
@@ -78,6 +84,7 @@ FULL = {
     "profiles": 300_000,
     "naive": 5_000,
     "replay_scale": 8.7,
+    "citus_receipts": 200_000,
     "peer_receipts": 1_000_000,
 }
 
@@ -490,6 +497,51 @@ def bench_rss(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     report.facts["memory"] = {"batch": batch, "rss_10x_mib": small, "rss_100x_mib": large}
 
 
+def bench_citus(env: BenchEnv, report: Report, sizes: Sizes) -> None:
+    """Receipts end to end into a Citus cluster (a coordinator and two workers, started from the
+    embedded PostgreSQL in ``.dev/bench-citus``) beside the single server, on the same topic, in
+    interleaved rounds. All on this one machine, so the figure is what distribution costs (a
+    network hop to the worker, the coordinator's planning and routing), not what it scales to."""
+    section = "citus"
+    if not devstack.citus_available():
+        report.add(section, "receipts end to end", "skipped", "no Citus in the embedded PostgreSQL")
+        return
+    n, batch, rounds = int(sizes["citus_receipts"]), int(sizes["batch"]), int(sizes["citus_rounds"])
+    started_here = not devstack.citus_running(CITUS_HOME)
+    coordinator = devstack.start_citus(CITUS_HOME)
+    app = conninfo.make_conninfo(coordinator, user=devstack.APP_ROLE, password=devstack.APP_ROLE)
+    distributed = BenchEnv(Endpoints(env.endpoints.kafka_bootstrap, app, coordinator), env.run_id)
+    try:
+        tenants = gen.bench_tenants(5, 8)
+        prefix = env.prefix("ct")
+        source = env.fresh_database("ct_source")
+        published = gen.publish(
+            env.settings(source, prefix, "ct-source"), "receipts", gen.receipts(tenants, n)
+        )
+        rates: dict[str, list[float]] = {"single": [], "citus": []}
+        for r in range(rounds):
+            for name, where in (("single", env), ("citus", distributed)):
+                database = where.fresh_database(f"ct_{name}{r}")
+                where.add_tenants(database, tenants)
+                settings = where.settings(database, prefix, f"ct-{name}{r}", batch_size=batch)
+                rate, stats = engine_rate(settings, ["receipts"], published)
+                assert stats.applied == published, stats
+                rates[name].append(rate.per_second)
+                print(f"  round {r + 1} {name}: {rate.per_second:,.0f} msg/s", flush=True)
+    finally:
+        distributed.cleanup()
+        if started_here:
+            devstack.stop_citus(CITUS_HOME)
+    single, spread = (statistics.median(rates[k]) for k in ("single", "citus"))
+    note = f"median of {rounds} interleaved rounds, {published:,} receipts each"
+    report.add(section, "receipts end to end, one server", f"{single:,.0f} msg/s", note)
+    report.add(section, "receipts end to end, Citus (coordinator + 2 workers)",
+               f"{spread:,.0f} msg/s", note)  # fmt: skip
+    report.add(section, "Citus / one server", f"{spread / single:.2f}",
+               "same machine: the overhead of distribution, not its scale-out")  # fmt: skip
+    report.facts[section] = {"single_per_s": rates["single"], "citus_per_s": rates["citus"]}
+
+
 SECTIONS: dict[str, Callable[[BenchEnv, Report, Sizes], None]] = {
     "receipts": bench_receipts,
     "profiles": bench_profiles,
@@ -497,6 +549,7 @@ SECTIONS: dict[str, Callable[[BenchEnv, Report, Sizes], None]] = {
     "replay": bench_replay,
     "memory": bench_rss,
     "gateway": bench_gateway,
+    "citus": bench_citus,
     "peer": bench_peer,  # only with --peer
 }
 PEERS = ("connect",)

@@ -50,7 +50,7 @@ def _copy_field(value: Any) -> str:
     elif isinstance(value, bytes):
         text = "\\x" + value.hex()
     elif isinstance(value, list):
-        text = "{" + ",".join(map(_array_element, value)) + "}"
+        text = "{" + ",".join(_array_element(str(item)) for item in value) + "}"
     elif isinstance(value, datetime):
         text = value.isoformat()
     else:  # int, uuid.UUID
@@ -61,8 +61,13 @@ def _copy_field(value: Any) -> str:
 
 def copy_line(row: Sequence[Any]) -> bytes:
     """One row as a line of ``COPY … FROM STDIN`` text: ``None``, text, integers, uuids, aware
-    datetimes (ISO 8601), bytes (bytea hex) and lists of text (a text array literal)."""
+    datetimes (ISO 8601), bytes (bytea hex) and lists of text or uuids (an array literal)."""
     return ("\t".join(map(_copy_field, row)) + "\n").encode()
+
+
+def extended(line: bytes, more: bytes) -> bytes:
+    """The COPY line ``line`` with the fields of the COPY line ``more`` added at its end."""
+    return line[:-1] + b"\t" + more
 
 
 def stage(

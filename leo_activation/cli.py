@@ -134,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dev", help="the local stack (Kafka + PostgreSQL)")
     dsub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    dsub.add_parser("up", help="start Kafka and PostgreSQL (downloads on first run)")
+    up = dsub.add_parser("up", help="start Kafka and PostgreSQL (downloads on first run)")
+    up.add_argument(
+        "--citus", action="store_true",
+        help="a Citus cluster (a coordinator and 2 workers) instead of one PostgreSQL",
+    )  # fmt: skip
     dsub.add_parser("down", help="stop them")
     ds = dsub.add_parser("status", help="report versions and addresses")
     ds.add_argument("--env", action="store_true", help="print export lines for LEO_* variables")

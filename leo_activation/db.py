@@ -17,9 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
 from psycopg.pq import TransactionStatus
 
+from leo_activation.errors import LeoError
 from leo_activation.resources import sql_text
 
 APPLICATION_NAME = "leo-activation"
@@ -101,8 +102,8 @@ def tenant_transaction(
 ) -> Iterator[psycopg.Connection[Any]]:
     """Run the block in a transaction whose tenant context is ``tenant_id``.
 
-    The tenant is set with ``set_config(..., true)`` (the ``SET LOCAL`` of a function call), so
-    it ends with the transaction and a pooled connection never carries it into the next one.
+    The tenant is set with ``SET LOCAL`` (``set_tenant_context``), so it ends with the
+    transaction and a pooled connection never carries it into the next one.
     On an idle connection this opens, and on success commits, a transaction. Inside an already
     open transaction it uses a savepoint and, on success, restores the previous tenant setting,
     so the context never outlives the block either way (a rolled-back savepoint restores it by
@@ -111,19 +112,43 @@ def tenant_transaction(
     tenant = canonical_tenant(tenant_id)
     if conn.info.transaction_status == TransactionStatus.IDLE:
         with conn.transaction():
-            _set_tenant(conn, tenant)
+            set_tenant_context(conn, tenant)
             yield conn
         return
     row = conn.execute(sql_text("queries/tenancy/get_context.sql")).fetchone()
     previous = "" if row is None or row[0] is None else str(row[0])
     with conn.transaction():
-        _set_tenant(conn, tenant)
+        set_tenant_context(conn, tenant)
         yield conn
-    _set_tenant(conn, previous)
+    set_tenant_context(conn, previous)
 
 
-def _set_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
-    conn.execute(sql_text("queries/tenancy/set_context.sql"), {"tenant": tenant})
+def set_tenant_context(conn: psycopg.Connection[Any], setting: str) -> None:
+    """Set ``app.current_tenant_id`` to ``setting`` (verbatim) for the current transaction, in
+    the form Citus passes on to its workers (``queries/tenancy/set_context.sql``)."""
+    conn.execute(sql.SQL(sql_text("queries/tenancy/set_context.sql")).format(sql.Literal(setting)))
+
+
+def check_tenant_context(conn: psycopg.Connection[Any]) -> None:
+    """Raise ``LeoError`` on a Citus database whose sessions do not pass ``SET LOCAL`` on to the
+    workers: the tenant context would not reach the shards, where every write would be refused
+    and every read see nothing (``migrate`` sets it for the database). A database without the
+    function the tenant policies read raises the driver's error (``undefined_function``)."""
+    row = conn.execute(sql_text("queries/citus/set_commands.sql")).fetchone()
+    if row is not None and row[0] and row[1] != "local":
+        raise LeoError(
+            f"this Citus database has citus.propagate_set_commands = {row[1]!r}, so the tenant "
+            "context would not reach the workers: run `leo-activation migrate` (it sets 'local')"
+        )
+
+
+def written(cursor: psycopg.Cursor[Any]) -> int:
+    """The number of rows a statement wrote, as it returns it (``SELECT count(*) FROM written``
+    over its ``RETURNING``): on Citus, the command's row count of a write the coordinator runs is
+    the number of rows it sent, not of those written."""
+    row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def classify(exc: BaseException) -> Fault:

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from psycopg import conninfo, errors, sql
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from leo_activation.db import connect
+from leo_activation.distribution import distribute
 from leo_activation.errors import LeoError, first_line
 from leo_activation.resources import sql_dir, sql_text
 from leo_activation.settings import Settings
@@ -93,8 +95,11 @@ def migrate(
     *,
     migrations_dir: Path | None = None,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Apply every pending migration, then ensure the application role; return the names applied.
+    """Apply every pending migration, distribute the tables on Citus (when the database has the
+    ``citus`` extension: ``distribution.distribute``), then ensure the application role; return
+    the names applied. ``report`` hears one line per change the distribution made.
 
     ``admin_dsn`` connects as the schema owner (a superuser or a role with CREATEROLE that owns
     the database); ``app_dsn`` names the application's login role and password. Raises
@@ -115,6 +120,10 @@ def migrate(
                     continue
                 _apply(conn, migration)
                 applied.append(migration.name)
+            for line in distribute(conn):
+                log.info("%s", line)
+                if report is not None:
+                    report(line)
             ensure_app_role(conn, app_dsn)
         finally:
             # Closing the session releases the lock too; never mask the error that got us here.
@@ -158,6 +167,8 @@ def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
     try:
         with conn.transaction():
             conn.execute(sql_text("queries/ops/migrate_search_path.sql"))
+            # trigger DDL on tables Citus distributed already (placeholders without Citus)
+            conn.execute(sql_text("queries/citus/session.sql"))
             conn.execute(migration.text())
             conn.execute(
                 sql_text("queries/ops/migrate_record.sql"),
@@ -309,7 +320,10 @@ def cli_migrate(settings: Settings, args: argparse.Namespace) -> int:
     app_dsn = settings.require_database()
     lock_timeout = DEFAULT_LOCK_TIMEOUT_S if args.lock_timeout is None else args.lock_timeout
     try:
-        applied = migrate(admin_dsn, app_dsn, lock_timeout_s=lock_timeout)
+        distribution: list[str] = []
+        applied = migrate(
+            admin_dsn, app_dsn, lock_timeout_s=lock_timeout, report=distribution.append
+        )
     except psycopg.Error as exc:
         raise LeoError(f"migrate failed: {first_line(exc)}") from exc
     if applied:
@@ -317,4 +331,6 @@ def cli_migrate(settings: Settings, args: argparse.Namespace) -> int:
             print(f"applied {name}")
     else:
         print(f"schema up to date: {len(discover())} migrations")
+    for line in distribution:
+        print(line)
     return 0

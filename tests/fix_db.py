@@ -26,11 +26,13 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from leo_activation.db import connect, tenant_transaction, with_database
+from leo_activation.db import connect, set_tenant_context, tenant_transaction, with_database
+from leo_activation.dev import citus
 from leo_activation.dev.stack import Endpoints
 from leo_activation.migrate import ensure_app_role, migrate, schema_checksum
 
 FIXED_TIME = datetime(2025, 1, 1, tzinfo=UTC)
+CITUS_TEST_SHARDS = 8
 _CLONE_ATTEMPTS = 20
 
 
@@ -70,8 +72,15 @@ def drop_database(admin_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def db_template(stack: Endpoints) -> str:
     """Name of the migrated template database for the current schema checksum."""
-    name = f"leo_tpl_{schema_checksum()[:12]}"
+    return template_for(stack)
+
+
+def template_for(stack: Endpoints) -> str:
+    """The migrated template database on ``stack``'s server (made once per schema version)."""
     admin_url = stack.admin_database_url
+    if citus.node_dsns(admin_url):
+        return _citus_template(stack)
+    name = f"leo_tpl_{schema_checksum()[:12]}"
     with connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     if exists is None:
@@ -82,25 +91,46 @@ def db_template(stack: Endpoints) -> str:
     return name
 
 
+def _citus_template(stack: Endpoints) -> str:
+    """The migrated, distributed template on every node of the Citus cluster, in 8 shards (more
+    than one is all a test needs; fewer make each copy faster)."""
+    name = citus.template_name(f"leo_ctpl{CITUS_TEST_SHARDS}_")
+    return citus.template(
+        stack.admin_database_url, stack.database_url, name, shard_count=CITUS_TEST_SHARDS
+    )
+
+
 @contextmanager
 def fresh_database(stack: Endpoints, template: str) -> Iterator[DbUrls]:
-    """A new database cloned from ``template``, dropped (``WITH (FORCE)``) on exit."""
+    """A new database cloned from ``template``, dropped (``WITH (FORCE)``) on exit; on a Citus
+    cluster, on every node."""
     name = f"leo_t_{uuid.uuid4().hex[:12]}"
     admin_url = stack.admin_database_url
-    _create_database(admin_url, name, template=template)
+    distributed = bool(citus.node_dsns(admin_url))
+    if distributed:
+        citus.create_database(admin_url, name, template=template)
+    else:
+        _create_database(admin_url, name, template=template)
     try:
         urls = DbUrls(
             admin_url=with_database(admin_url, name),
             app_url=with_database(stack.database_url, name),
             name=name,
         )
-        # Database-level grants (CONNECT, TEMPORARY) live in the shared catalog and are not
-        # copied from the template.
-        with connect(urls.admin_url, autocommit=True) as conn:
-            ensure_app_role(conn, urls.app_url)
+        # Database-level grants (CONNECT, TEMPORARY) and settings live in the shared catalog and
+        # are not copied from the template; on Citus, migrate sets them again (it applies nothing
+        # else: the schema is the template's).
+        if distributed:
+            migrate(urls.admin_url, urls.app_url)
+        else:
+            with connect(urls.admin_url, autocommit=True) as conn:
+                ensure_app_role(conn, urls.app_url)
         yield urls
     finally:
-        drop_database(admin_url, name)
+        if distributed:
+            citus.drop_database(admin_url, name)
+        else:
+            drop_database(admin_url, name)
 
 
 @pytest.fixture
@@ -118,7 +148,7 @@ def tenant_tx(conn: psycopg.Connection[Any], tenant_id: uuid.UUID | str) -> Iter
     ``leo_activation.db.tenant_transaction``, which insists on a UUID.
     """
     with conn.transaction():
-        conn.execute("SELECT set_config('app.current_tenant_id', %s, true)", (str(tenant_id),))
+        set_tenant_context(conn, str(tenant_id))
         yield
 
 

@@ -47,7 +47,7 @@ def _free_port() -> int:
         return port
 
 
-def _app_url(admin_url: str) -> str:
+def app_url(admin_url: str) -> str:
     """The admin DSN with the application role `migrate` creates in place of the owner."""
     parts = urlsplit(admin_url)
     host = parts.netloc.rpartition("@")[2]
@@ -131,7 +131,7 @@ def _containers() -> Iterator[Endpoints]:
         bootstrap = f"{host}:{port}"
         _wait_until(f"Kafka container at {bootstrap}", _kafka_answers(bootstrap))
         _wait_until(f"PostgreSQL container at {pg_host}:{pg_port}", _postgres_answers(admin_url))
-        yield Endpoints(bootstrap, _app_url(admin_url), admin_url)
+        yield Endpoints(bootstrap, app_url(admin_url), admin_url)
 
 
 @pytest.fixture(scope="session")
@@ -139,8 +139,8 @@ def running_stack() -> Iterator[Stack]:
     bootstrap = os.environ.get("LEO_KAFKA_BOOTSTRAP")
     admin_url = os.environ.get("LEO_ADMIN_DATABASE_URL")
     if bootstrap and admin_url:
-        app_url = os.environ.get("LEO_DATABASE_URL") or _app_url(admin_url)
-        yield Stack(Endpoints(bootstrap, app_url, admin_url), home=None)
+        app = os.environ.get("LEO_DATABASE_URL") or app_url(admin_url)
+        yield Stack(Endpoints(bootstrap, app, admin_url), home=None)
         return
     if bootstrap and os.environ.get("LEO_DATABASE_URL"):
         pytest.fail(
@@ -158,11 +158,6 @@ def running_stack() -> Iterator[Stack]:
     finally:
         if started_here:
             devstack.down(TEST_STACK_HOME)
-
-
-@pytest.fixture(scope="session")
-def stack(running_stack: Stack) -> Endpoints:
-    return running_stack.endpoints
 
 
 @pytest.fixture(scope="session")

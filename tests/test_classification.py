@@ -27,7 +27,7 @@ from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
 from tests.fix_app import drain, read_topic, totals
 from tests.fix_db import DbUrls, make_tenant
-from tests.test_faults import REPO, committed_offsets, consumer_env, delivery_rows
+from tests.fix_faults import REPO, committed_offsets, consumer_env, delivery_rows
 
 TENANT = uuid.UUID("3b0c8a52-52d6-4c4b-9d55-0c7f3f1e2a10")
 NOW = "2026-01-02T00:00:00Z"

@@ -27,7 +27,7 @@ from leo_activation.kafka import ensure_topics
 from leo_activation.migrate import MIGRATE_LOCK_KEY
 from leo_activation.settings import Settings
 from tests.fix_db import DbUrls
-from tests.test_faults import consumer_env
+from tests.fix_faults import consumer_env
 from tests.test_operating import app_env
 
 

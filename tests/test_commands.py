@@ -18,6 +18,7 @@ from typing import Any, LiteralString
 
 import fastavro
 import psycopg
+import pytest
 
 from leo_activation import ids
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, catalog, make_codec
@@ -30,6 +31,9 @@ from leo_activation.producers.publish import publish
 from leo_activation.settings import Settings
 from tests.fix_app import drain, read_topic, totals
 from tests.fix_db import tenant_tx
+
+# on a single PostgreSQL and on Citus (tests/fix_backends.py)
+pytestmark = pytest.mark.backends
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 Message = dict[str, Any]

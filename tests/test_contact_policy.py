@@ -23,6 +23,9 @@ from leo_activation.dev.corpus import Corpus
 from leo_activation.settings import Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
 
+# on a single PostgreSQL and on Citus (tests/fix_backends.py)
+pytestmark = pytest.mark.backends
+
 SEED = 21
 
 

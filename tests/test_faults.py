@@ -19,8 +19,6 @@ shared-stack variables, one run at a time. The others run on any stack.
 from __future__ import annotations
 
 import json
-import os
-import queue
 import random
 import signal
 import subprocess
@@ -29,24 +27,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import psycopg
 import pytest
 from confluent_kafka import (
-    ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     Producer,
-    TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, make_codec
 from leo_activation.consumers import HANDLERS
@@ -67,14 +61,23 @@ from leo_activation.producers.publish import (
 from leo_activation.settings import Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
 from tests.fix_db import DbUrls, fresh_database, make_tenant
+from tests.fix_faults import (
+    PROCESS_TIMEOUT_S,
+    REPO,
+    ConsumerProcess,
+    commands_first,
+    committed_offsets,
+    consumer_env,
+    delivery_rows,
+    duplicate_delivery_rows,
+    partition_ends,
+)
 from tests.fix_stack import delete_prefixed_topics
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
 KILLS = 10
 KILL_SEED = 20260101
-PROCESS_TIMEOUT_S = 240.0
 
 
 # ---------------------------------------------------------------------- helpers
@@ -95,45 +98,9 @@ def app_settings(
     )
 
 
-def commands_first(settings: Settings) -> None:
-    """Apply the commands topic on its own first (another group): the engine dead-letters a
-    message of a tenant not registered yet, and consumers read the topics concurrently, so this
-    keeps the expected state independent of how the first fetches interleave."""
-    Engine(settings, HANDLERS, topics=["commands"], group=settings.group_id + "-cmd").run(
-        until_idle=1.0
-    )
-
-
 def delete_topics(admin: AdminClient, prefixes: list[str]) -> None:
     for prefix in prefixes:
         delete_prefixed_topics(admin, prefix)
-
-
-def duplicate_delivery_rows(admin_url: str) -> int:
-    """Rows of delivery_log whose whole business content (all but the row id and provenance)
-    equals another row's."""
-    with connect(admin_url) as conn:
-        columns = [
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'delivery_log' AND column_name <> ALL(%s) ORDER BY 1",
-                (["log_id", "source_topic", "source_partition", "source_offset", "ingested_at"],),
-            )
-        ]
-        row = conn.execute(
-            psycopg.sql.SQL(
-                "SELECT count(*) - count(DISTINCT ROW({})::text) FROM delivery_log"
-            ).format(psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, columns)))
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def delivery_rows(admin_url: str) -> int:
-    with connect(admin_url) as conn:
-        row = conn.execute("SELECT count(*) FROM delivery_log").fetchone()
-    return int(row[0]) if row else 0
 
 
 class EngineThread(threading.Thread):
@@ -172,83 +139,6 @@ class EngineThread(threading.Thread):
         if self.error is not None:
             raise AssertionError(f"the engine stopped: {self.error!r}") from self.error
         return totals(self.batches)
-
-
-@dataclass
-class ConsumerProcess:
-    """``leo-activation consume --until-idle`` as a child process, its JSON log lines queued."""
-
-    env: dict[str, str]
-    until_idle: float = 5.0
-    lines: queue.Queue[str] = field(default_factory=queue.Queue)
-    tail: list[str] = field(default_factory=list)
-    batches: list[str] = field(default_factory=list)  # every committed batch's log line
-
-    def __post_init__(self) -> None:
-        argv = [sys.executable, "-m", "leo_activation", "consume",
-                "--until-idle", str(self.until_idle)]  # fmt: skip
-        self.proc = subprocess.Popen(
-            argv, env=self.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, errors="replace",
-        )  # fmt: skip
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.put(line)
-            if '"event":"batch"' in line:
-                self.batches.append(line)
-            self.tail.append(line)
-            del self.tail[:-40]
-
-    def wait_for_batch(self, timeout: float = PROCESS_TIMEOUT_S) -> bool:
-        """True once the process logged a committed batch; False if it exited first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if '"event":"batch"' in self.lines.get(timeout=0.2):
-                    return True
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    return False
-        raise AssertionError(f"no batch within {timeout:.0f}s: {''.join(self.tail)[-3000:]}")
-
-    def kill(self) -> bool:
-        """SIGKILL; False if the process had already exited."""
-        if self.proc.poll() is not None:
-            return False
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        return True
-
-    def wait(self, timeout: float = PROCESS_TIMEOUT_S) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self.reader.join(5)
-        return code
-
-
-def consumer_env(settings: Settings) -> dict[str, str]:
-    assert settings.kafka_bootstrap
-    assert settings.database_url
-    assert settings.admin_database_url
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "LEO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "LEO_DATABASE_URL": settings.database_url,
-        "LEO_ADMIN_DATABASE_URL": settings.admin_database_url,
-        "LEO_TOPIC_PREFIX": settings.topic_prefix,
-        "LEO_GROUP_ID": settings.group_id,
-        "LEO_BATCH_SIZE": str(settings.batch_size),
-        "LEO_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
-        "LEO_TOPIC_MIN_INSYNC_REPLICAS": str(settings.topic_min_insync_replicas),
-    }
 
 
 # ---------------------------------------------------------------------- the big corpus
@@ -378,7 +268,7 @@ def test_broker_restarts_never_stop_consume_and_lose_or_double_nothing(
         consumer.proc.send_signal(signal.SIGTERM)
         assert consumer.wait() == 0, "".join(consumer.tail)[-3000:]
         assert ConsumerProcess(consumer_env(settings)).wait() == 0
-        assert "Traceback" not in "".join(consumer.tail)
+        assert "Traceback" not in "".join(consumer.log)
         assert read_topic(settings, "dead-letters") == []
         assert state_digest(settings)[0] == big.clean_digest
         assert duplicate_delivery_rows(urls.admin_url) == 0
@@ -636,13 +526,6 @@ def test_poison_is_dead_lettered_with_its_reason_and_the_rest_applied(
 
 
 # ---------------------------------------------------------------------- a stuck database
-def committed_offsets(admin: AdminClient, group: str) -> int:
-    """The sum of the group's committed offsets (-1001 = none counts as 0)."""
-    request = [ConsumerGroupTopicPartitions(group)]
-    result = admin.list_consumer_group_offsets(request)[group].result(timeout=30)
-    return sum(max(0, tp.offset) for tp in result.topic_partitions or [])
-
-
 def lock_waiters(admin_url: str, database: str) -> int:
     with connect(admin_url, autocommit=True) as conn:
         row = conn.execute(
@@ -688,16 +571,6 @@ def test_a_consumer_stuck_on_the_database_never_commits_ahead_of_it(
 
 
 # ---------------------------------------------------------------------- a publish killed
-def partition_ends(admin: AdminClient, topic: str, isolation: IsolationLevel) -> int:
-    """The sum over the topic's partitions of their latest offsets at that isolation level."""
-    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-    futures = admin.list_offsets(
-        {TopicPartition(topic, p): latest for p in partitions}, isolation_level=isolation
-    )
-    return sum(f.result(timeout=30).offset for f in futures.values())
-
-
 @pytest.mark.timeout(600)
 def test_a_publish_killed_inside_its_transaction_blocks_consumers_briefly_and_is_resumable(
     settings: Settings,
@@ -724,8 +597,10 @@ def test_a_publish_killed_inside_its_transaction_blocks_consumers_briefly_and_is
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and publisher.poll() is None:
             try:
-                stable = partition_ends(kafka_admin, topic, IsolationLevel.READ_COMMITTED)
-                written = partition_ends(kafka_admin, topic, IsolationLevel.READ_UNCOMMITTED)
+                stable, written = (
+                    sum(partition_ends(kafka_admin, topic, level).values())
+                    for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED)
+                )
             except KafkaException:  # leaders of the new topic not known everywhere yet
                 continue
             if 0 < stable < written:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 from confluent_kafka import Consumer
 
 from leo_activation.consumers import HANDLERS
@@ -14,6 +15,9 @@ from leo_activation.ops.digest import state_digest
 from leo_activation.settings import Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
 from tests.fix_db import fresh_database, tenant_tx
+
+# on a single PostgreSQL and on Citus (tests/fix_backends.py)
+pytestmark = pytest.mark.backends
 
 
 def test_consume_applies_corpus_and_accounts_for_every_message(settings: Settings) -> None:

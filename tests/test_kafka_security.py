@@ -99,7 +99,10 @@ def test_the_whole_story_runs_through_a_sasl_ssl_listener_and_never_prints_the_p
     # named variables (LEO_KAFKA_SASL_* ...)
     commands = _jsonl(tmp_path / "commands.jsonl", c.topics["commands"])
     cli.ok("publish", "--topic", "commands", str(commands))
-    cli.ok("consume", "--until-idle", "2")
+    # every log line there is, librdkafka's dump of each client's configuration included
+    debug = {"LEO_LOG_LEVEL": "DEBUG", "LEO_KAFKA__DEBUG": "conf"}
+    cli.ok("consume", "--until-idle", "2", extra=debug)
+    assert "sasl.username" in cli.printed[-1], "no configuration dump to look for secrets in"
     for topic in ("profile-changes", "receipts"):
         extra = [stranger] if topic == "receipts" else []
         path = _jsonl(tmp_path / f"{topic}.jsonl", [*c.topics[topic], *extra])

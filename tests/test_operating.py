@@ -378,6 +378,7 @@ def test_replay_dry_run_changes_nothing_and_refuses_an_active_group(
 
 
 # ---------------------------------------------------------------------- verify
+@pytest.mark.backends  # on Citus too: the rebuild is a database of the coordinator's own
 def test_verify_passes_on_an_intact_system_and_names_the_first_difference(
     settings: Settings, stack: Endpoints, db: DbUrls, capsys: pytest.CaptureFixture[str]
 ) -> None:

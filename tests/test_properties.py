@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
+import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,6 +38,9 @@ from leo_activation.ops.digest import state_digest
 from leo_activation.producers.profile_keys import KeyRing
 from leo_activation.settings import Settings
 from tests.fix_db import fresh_database
+
+# on a single PostgreSQL and on Citus (tests/fix_backends.py)
+pytestmark = pytest.mark.backends
 
 Keyed = tuple[str, bytes, bytes, int]  # (logical topic, key, value, Kafka timestamp ms)
 Lifecycle = list[tuple[int, str, float]]  # (tenant index, command type, where in publish order)

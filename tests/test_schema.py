@@ -7,6 +7,7 @@ the catalog, so a table added later without tenant isolation, or without seed ro
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -21,7 +22,13 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from leo_activation.db import connect, is_transient, tenant_transaction, with_database
+from leo_activation.db import (
+    connect,
+    is_transient,
+    set_tenant_context,
+    tenant_transaction,
+    with_database,
+)
 from leo_activation.dev.stack import Endpoints
 from leo_activation.errors import LeoError
 from leo_activation.migrate import (
@@ -325,6 +332,30 @@ def seed_world(app_url: str, tenant: uuid.UUID) -> None:
             insert(conn, table, row)
 
 
+def unchanged(conn: psycopg.Connection[Any], table: str) -> sql.Composed:
+    """``SET c = c`` for the table's first column but tenant_id: an UPDATE that changes nothing
+    (Citus refuses any UPDATE of the distribution column, even to itself)."""
+    row = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped AND attname <> 'tenant_id' ORDER BY attnum LIMIT 1",
+        (table,),
+    ).fetchone()
+    assert row is not None
+    return sql.SQL("{0} = {0}").format(sql.Identifier(row[0]))
+
+
+def shard_of(table: str) -> str:
+    """A pattern for ``table`` as an error names it: on Citus, a shard of it (``<table>_<id>``)."""
+    return rf"\b{table}(_\d+)?\b"
+
+
+def values(rows: int, columns: int) -> sql.Composed:
+    """A multi-row VALUES list of placeholders (an INSERT of its rows Citus routes by row; an
+    INSERT ... SELECT it would run through the coordinator)."""
+    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * columns))
+    return sql.SQL("VALUES {}").format(sql.SQL(", ").join([row] * rows))
+
+
 def count(conn: psycopg.Connection[Any], table: str) -> int:
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     assert row is not None
@@ -391,11 +422,23 @@ def row_for(table: str, parent: str | None, tenant: uuid.UUID, salt: str) -> Row
 
 
 # ------------------------------------------------------------------------------------ catalog
-# the sub-select keeps the tenant an InitPlan (evaluated once per statement, not once per row)
-TENANT_PREDICATE = "(tenant_id = ( SELECT leo_current_tenant() AS leo_current_tenant))"
+# The policy's form follows the database (0013): (USING, WITH CHECK). One server: the tenant an
+# InitPlan (evaluated once per statement, not once per row). Citus, which refuses a subquery in a
+# policy: the function (statements name the tenant too, which makes it a one-time check) and a
+# text comparison for WITH CHECK (cheap for every row written).
+INITPLAN = "(tenant_id = ( SELECT leo_current_tenant() AS leo_current_tenant))"
+TENANT_POLICY = {
+    "single": (INITPLAN, INITPLAN),
+    "citus": (
+        "(tenant_id = leo_current_tenant())",
+        "((tenant_id)::text = lower(current_setting('app.current_tenant_id'::text, true)))",
+    ),
+}
 
 
-def test_every_public_table_is_tenant_isolated(db: DbUrls) -> None:
+@pytest.mark.backends
+def test_every_public_table_is_tenant_isolated(db: DbUrls, backend: str) -> None:
+    tenant_predicate, tenant_check = TENANT_POLICY[backend]
     with connect(db.admin_url, autocommit=True) as conn:
         tables = conn.execute(
             """
@@ -425,13 +468,12 @@ def test_every_public_table_is_tenant_isolated(db: DbUrls) -> None:
     for table, name, permissive, cmd, using, check, for_app in policies:
         if not permissive:
             continue  # restrictive policies can only narrow what the permissive ones allow
-        if cmd in "*rwd" and using != TENANT_PREDICATE:
+        if cmd in "*rwd" and using != tenant_predicate:
             problems.append(f"{table}: permissive policy {name} USING {using}")
         # an ALL/UPDATE policy without WITH CHECK reuses its USING; an INSERT one must say it
-        allowed_checks = {TENANT_PREDICATE} if cmd == "a" else {TENANT_PREDICATE, None}
-        if cmd in "*aw" and check not in allowed_checks:
+        if cmd in "*aw" and check != tenant_check:
             problems.append(f"{table}: permissive policy {name} WITH CHECK {check}")
-        if cmd == "*" and using == check == TENANT_PREDICATE and for_app:
+        if cmd == "*" and using == tenant_predicate and check == tenant_check and for_app:
             isolated.add(table)
     for table, rls, forced, tenant_col in tables:
         if tenant_col != "uuid not null":
@@ -439,10 +481,13 @@ def test_every_public_table_is_tenant_isolated(db: DbUrls) -> None:
         if not (rls and forced):
             problems.append(f"{table}: row level security enabled={rls} forced={forced}")
         if table not in isolated:
-            problems.append(f"{table}: no policy FOR ALL USING and WITH CHECK {TENANT_PREDICATE}")
+            problems.append(
+                f"{table}: no policy FOR ALL USING {tenant_predicate} WITH CHECK {tenant_check}"
+            )
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.backends
 def test_application_role_owns_nothing_and_bypasses_nothing(db: DbUrls) -> None:
     role = app_role_name(db.app_url)
     with connect(db.app_url) as conn:
@@ -504,17 +549,20 @@ def test_extensions_and_embedding_index(db: DbUrls) -> None:
 
 
 # ------------------------------------------------------------------------------------ RLS matrix
-def test_rls_matrix_every_table(seeded: Seeded, subtests: pytest.Subtests) -> None:
+@pytest.mark.backends
+def test_rls_matrix_every_table(seeded: Seeded, subtests: pytest.Subtests, backend: str) -> None:
     db = seeded.db
     with connect(db.admin_url, autocommit=True) as admin:
         tables = catalog_tables(admin)
     assert {t for t, _ in tables} == set(seeded.pairs)
     for table, parent in tables:
         with subtests.test(table=table):
-            check_isolation(db, table, parent, *seeded.pairs[table])
+            check_isolation(db, table, parent, *seeded.pairs[table], backend=backend)
 
 
-def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b: uuid.UUID) -> None:
+def check_isolation(
+    db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b: uuid.UUID, *, backend: str
+) -> None:
     with connect(db.app_url) as conn:
         if parent is not None:
             # A partition is reached through its parent only; to prove its own policy holds
@@ -558,24 +606,25 @@ def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b:
         assert "row-level security" in str(refused.value), str(refused.value)
 
         can_update = has_privilege(conn, table, "UPDATE")
+        same = unchanged(conn, table)
         conn.rollback()
         ident = sql.Identifier(table)
         if can_update:
             with tenant_tx(conn, a):
                 cur = conn.execute(
-                    sql.SQL("UPDATE {} SET tenant_id = tenant_id WHERE tenant_id = %s").format(
-                        ident
-                    ),
-                    (b,),
+                    sql.SQL("UPDATE {} SET {} WHERE tenant_id = %s").format(ident, same), (b,)
                 )
                 assert cur.rowcount == 0
-                cur = conn.execute(sql.SQL("UPDATE {} SET tenant_id = tenant_id").format(ident))
+                cur = conn.execute(sql.SQL("UPDATE {} SET {}").format(ident, same))
                 assert cur.rowcount == 1  # A's row only
-            # moving A's row to B is refused by WITH CHECK
-            with (
-                pytest.raises(errors.InsufficientPrivilege, match="row-level security"),
-                tenant_tx(conn, a),
-            ):
+            # moving A's row to B is refused: by WITH CHECK, or on Citus before it (a row never
+            # changes its distribution column)
+            refusal = (
+                pytest.raises(errors.InsufficientPrivilege, match="row-level security")
+                if backend == "single"
+                else pytest.raises(errors.FeatureNotSupported, match="partition value")
+            )
+            with refusal, tenant_tx(conn, a):
                 conn.execute(sql.SQL("UPDATE {} SET tenant_id = %s").format(ident), (b,))
         else:
             with (
@@ -583,10 +632,7 @@ def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b:
                 tenant_tx(conn, a),
             ):
                 conn.execute(
-                    sql.SQL("UPDATE {} SET tenant_id = tenant_id WHERE tenant_id = %s").format(
-                        ident
-                    ),
-                    (b,),
+                    sql.SQL("UPDATE {} SET {} WHERE tenant_id = %s").format(ident, same), (b,)
                 )
         can_delete = has_privilege(conn, table, "DELETE")
         conn.rollback()
@@ -594,7 +640,7 @@ def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b:
             # granted on the work queues only, and it reaches the current tenant's rows only
             assert table in DELETABLE, f"{table}: the application may DELETE from it"
             with conn.transaction(force_rollback=True):
-                conn.execute("SELECT set_config('app.current_tenant_id', %s, true)", (str(a),))
+                set_tenant_context(conn, str(a))
                 cur = conn.execute(
                     sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(ident), (b,)
                 )
@@ -618,6 +664,7 @@ def check_isolation(db: DbUrls, table: str, parent: str | None, a: uuid.UUID, b:
         assert dict(rows).get(a) == 1, rows
 
 
+@pytest.mark.backends
 def test_every_view_runs_as_the_caller_and_is_isolated(seeded: Seeded) -> None:
     """A view runs as its owner unless security_invoker: with a superuser owner, RLS would not
     apply and every tenant would see every row. A materialized view has no RLS at all."""
@@ -630,6 +677,10 @@ def test_every_view_runs_as_the_caller_and_is_isolated(seeded: Seeded) -> None:
                    has_table_privilege('leo_application', c.oid, 'SELECT')
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm')
+              -- an extension's own views (Citus puts citus_tables there) are not the schema's
+              AND NOT EXISTS (SELECT FROM pg_depend d
+                              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                AND d.deptype = 'e')
             ORDER BY c.relname
             """
         ).fetchall()
@@ -661,6 +712,7 @@ def test_every_view_runs_as_the_caller_and_is_isolated(seeded: Seeded) -> None:
             conn.rollback()
 
 
+@pytest.mark.backends
 def test_pooled_connection_forgets_the_tenant(seeded: Seeded) -> None:
     a, _ = seeded.pairs["delivery_log"]
     # a pooled session in implicit-transaction mode, the way a pooler's clients often run
@@ -685,6 +737,7 @@ def test_pooled_connection_forgets_the_tenant(seeded: Seeded) -> None:
         assert count(conn, "delivery_log") == 0
 
 
+@pytest.mark.backends
 def test_tenant_transaction_nested_restores_previous_tenant(seeded: Seeded) -> None:
     a, b = seeded.pairs["tenant"]
     with connect(seeded.db.app_url) as conn, tenant_transaction(conn, a):
@@ -700,12 +753,15 @@ def test_tenant_transaction_nested_restores_previous_tenant(seeded: Seeded) -> N
 
 
 # ------------------------------------------------------------------------------------ append-only
+@pytest.mark.backends
 @pytest.mark.parametrize("table", APPEND_ONLY)
 def test_append_only_refuses_rewrites(seeded: Seeded, table: str) -> None:
     a, _ = seeded.pairs[table]
     ident = sql.Identifier(table)
+    with connect(seeded.db.admin_url) as owner:
+        same = unchanged(owner, table)
     statements = {
-        "UPDATE": sql.SQL("UPDATE {} SET tenant_id = tenant_id").format(ident),
+        "UPDATE": sql.SQL("UPDATE {} SET {}").format(ident, same),
         "DELETE": sql.SQL("DELETE FROM {}").format(ident),
         "TRUNCATE": sql.SQL("TRUNCATE {} CASCADE").format(ident),
     }
@@ -722,11 +778,14 @@ def test_append_only_refuses_rewrites(seeded: Seeded, table: str) -> None:
         for op, statement in statements.items():
             with pytest.raises(errors.InsufficientPrivilege, match="append-only") as refused:
                 owner.execute(statement)
-            assert f"table {table} is append-only: {op} refused" in str(refused.value)
+            assert re.search(
+                f"table {shard_of(table)} is append-only: {op} refused", str(refused.value)
+            )
             owner.rollback()
         assert count(owner, table) == len({t for pair in seeded.pairs.values() for t in pair})
 
 
+@pytest.mark.backends
 def test_snapshot_member_needs_its_snapshot(seeded: Seeded) -> None:
     """segment_snapshot_member -> segment_snapshot is checked per statement (0006), as strictly as
     the foreign key it replaced: a member of a snapshot that does not exist, or of another
@@ -734,31 +793,39 @@ def test_snapshot_member_needs_its_snapshot(seeded: Seeded) -> None:
     a, b = seeded.pairs["segment_snapshot_member"]
     own, theirs = uuid.uuid5(a, "snapshot"), uuid.uuid5(b, "snapshot")
     ghost = uuid.uuid5(NS, "no such snapshot")
-    insert_members = (
-        "INSERT INTO segment_snapshot_member (tenant_id, snapshot_id, profile_id, created_at) "
-        "SELECT %s, s, p, %s FROM unnest(%s::uuid[]) s, unnest(%s::uuid[]) p"
-    )
     profiles = [uuid.uuid5(NS, f"member {i}") for i in range(3)]
+
+    def insert_members(conn: psycopg.Connection[Any], snapshots: list[uuid.UUID]) -> int:
+        rows = [(a, s, p, FIXED_TIME) for s in snapshots for p in profiles]
+        statement = sql.SQL(
+            "INSERT INTO segment_snapshot_member "
+            "(tenant_id, snapshot_id, profile_id, created_at) {}"
+        ).format(values(len(rows), 4))
+        return conn.execute(statement, [v for row in rows for v in row]).rowcount
+
     with connect(seeded.db.app_url) as conn:
         for snapshots in ([ghost], [theirs], [own, ghost]):
             with (
                 pytest.raises(errors.ForeignKeyViolation, match="segment_snapshot") as refused,
                 tenant_tx(conn, a),
             ):
-                conn.execute(insert_members, (a, FIXED_TIME, snapshots, profiles))
+                insert_members(conn, snapshots)
             assert refused.value.sqlstate == "23503"
-            assert refused.value.diag.table_name == "segment_snapshot_member"
+            # the table named (Citus does not pass the worker's error fields on, only its text)
+            assert re.search(
+                f'on table "{shard_of("segment_snapshot_member")}"', str(refused.value)
+            )
         with tenant_tx(conn, a):  # the snapshot exists: accepted, every row in one statement
-            cur = conn.execute(insert_members, (a, FIXED_TIME, [own], profiles))
-            assert cur.rowcount == len(profiles)
+            assert insert_members(conn, [own]) == len(profiles)
             assert count(conn, "segment_snapshot_member") == 1 + len(profiles)
     with (
         connect(seeded.db.admin_url) as owner,
         pytest.raises(errors.ForeignKeyViolation, match=str(ghost)),
     ):  # the owner (superuser, no RLS) is held to it too
-        owner.execute(insert_members, (a, FIXED_TIME, [ghost], profiles))
+        insert_members(owner, [ghost])
 
 
+@pytest.mark.backends
 def test_delivery_log_needs_its_tenant_and_a_tenant_is_never_deleted(seeded: Seeded) -> None:
     """delivery_log -> tenant is checked per statement (0007): a row of a tenant that does not
     exist is refused with the foreign-key SQLSTATE, alone or among valid rows, for the owner
@@ -766,23 +833,27 @@ def test_delivery_log_needs_its_tenant_and_a_tenant_is_never_deleted(seeded: See
     disabled but never deleted or truncated."""
     a, _ = seeded.pairs["delivery_log"]
     ghost = uuid.uuid5(NS, "no such tenant")
-    insert_rows = (
-        "INSERT INTO delivery_log (tenant_id, log_id, delivery_id, delivery_status, sent_at) "
-        "SELECT t, gen_random_uuid(), gen_random_uuid(), 'sent', %s FROM unnest(%s::uuid[]) t"
-    )
+
+    def insert_rows(conn: psycopg.Connection[Any], tenants: list[uuid.UUID]) -> int:
+        rows = [(t, uuid.uuid4(), uuid.uuid4(), "sent", FIXED_TIME) for t in tenants]
+        statement = sql.SQL(
+            "INSERT INTO delivery_log (tenant_id, log_id, delivery_id, delivery_status, sent_at) {}"
+        ).format(values(len(rows), 5))
+        return conn.execute(statement, [v for row in rows for v in row]).rowcount
+
     with connect(seeded.db.app_url) as conn:
         with (
             pytest.raises(errors.ForeignKeyViolation, match="tenant") as refused,
             tenant_tx(conn, ghost),  # RLS lets the current tenant write; it must also exist
         ):
-            conn.execute(insert_rows, (FIXED_TIME, [ghost]))
+            insert_rows(conn, [ghost])
         assert refused.value.sqlstate == "23503"
-        assert refused.value.diag.table_name == "delivery_log"
+        assert re.search(f'on table "{shard_of("delivery_log")}"', str(refused.value))
         with tenant_tx(conn, a):
-            assert conn.execute(insert_rows, (FIXED_TIME, [a, a])).rowcount == 2
+            assert insert_rows(conn, [a, a]) == 2
     with connect(seeded.db.admin_url) as owner:
         with pytest.raises(errors.ForeignKeyViolation, match=str(ghost)):
-            owner.execute(insert_rows, (FIXED_TIME, [a, ghost]))
+            insert_rows(owner, [a, ghost])
         owner.rollback()
         for statement in ("DELETE FROM tenant WHERE tenant_id = %s", "TRUNCATE tenant CASCADE"):
             with pytest.raises(errors.InsufficientPrivilege, match="never deleted"):
@@ -793,6 +864,7 @@ def test_delivery_log_needs_its_tenant_and_a_tenant_is_never_deleted(seeded: See
         owner.rollback()
 
 
+@pytest.mark.backends
 def test_segment_snapshots_cannot_shrink(seeded: Seeded) -> None:
     a, _ = seeded.pairs["cdp_profiles"]
     extra = uuid.uuid5(NS, "another snapshot")
@@ -802,7 +874,13 @@ def test_segment_snapshots_cannot_shrink(seeded: Seeded) -> None:
                 "UPDATE cdp_profiles SET segment_snapshots = %s || segment_snapshots", ([extra],)
             )
             assert cur.rowcount == 1
-        for shrunk in ("'{}'", "segment_snapshots[1:1]", "segment_snapshots[2:2]"):
+        # (not the slices segment_snapshots[1:1]: Citus 14.0.1's coordinator crashes on an array
+        # slice in an UPDATE's SET of a distributed table)
+        for shrunk in (
+            "'{}'",
+            "array_remove(segment_snapshots, segment_snapshots[1])",
+            "array_remove(segment_snapshots, segment_snapshots[2])",
+        ):
             with (
                 pytest.raises(errors.InsufficientPrivilege, match="only grows"),
                 tenant_tx(conn, a),
@@ -823,6 +901,7 @@ def test_segment_snapshots_cannot_shrink(seeded: Seeded) -> None:
 
 
 # ------------------------------------------------------------------------------------ migrate
+@pytest.mark.backends
 def test_migrate_again_applies_nothing(db: DbUrls) -> None:
     assert migrate(db.admin_url, db.app_url) == []
     with connect(db.admin_url) as conn:

@@ -28,6 +28,9 @@ from leo_activation.settings import Settings
 from tests.fix_app import deployment_settings, drain, totals
 from tests.fix_db import fresh_database, tenant_tx
 
+# on a single PostgreSQL and on Citus (tests/fix_backends.py)
+pytestmark = pytest.mark.backends
+
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 Message = dict[str, Any]
 SEGMENT = "vip"
@@ -225,7 +228,8 @@ def test_the_tagging_is_idempotent(settings: Settings) -> None:
         for snapshot in expected_tags(t)[uuid.UUID(profile_uuid(t, 1))]:
             with tenant_tx(conn, t):
                 tag = conn.execute(
-                    sql_text("queries/snapshots/tag_profiles.sql"), {"snapshot_id": snapshot}
+                    sql_text("queries/snapshots/tag_profiles.sql"),
+                    {"tenant_id": tenant, "snapshot_id": snapshot},
                 )
                 assert tag.rowcount == 0
             with conn.transaction():

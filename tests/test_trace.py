@@ -32,6 +32,9 @@ from tests.fix_app import deployment_settings, drain, publish_corpus, totals
 from tests.fix_db import fresh_database, make_tenant
 from tests.fix_stack import delete_prefixed_topics
 
+# on a single PostgreSQL and on Citus (tests/fix_backends.py)
+pytestmark = pytest.mark.backends
+
 SEED = 11
 FIVE = ("why", "what", "to_whom", "who_decided", "what_happened")
 SAMPLES = sorted((sql_dir() / "samples").glob("*.sql"))

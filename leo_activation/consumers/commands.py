@@ -39,7 +39,11 @@ def _changed(n: int) -> ApplyResult:
 
 
 def tenant_register(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
-    params = {"tenant_name": e.record["tenant_name"], "occurred_at": e.record["occurred_at"]}
+    params = {
+        "tenant_id": e.tenant_id,
+        "tenant_name": e.record["tenant_name"],
+        "occurred_at": e.record["occurred_at"],
+    }
     registered = conn.execute(sql_text("queries/tenancy/register.sql"), params).rowcount
     if registered:
         tenancy.record(conn, e, "active")
@@ -49,10 +53,15 @@ def tenant_register(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
 def _tenant_update(
     conn: psycopg.Connection[Any], e: Envelope, name: str | None, status: str | None
 ) -> ApplyResult:
-    previous = tenancy.current_status(conn)
+    previous = tenancy.current_status(conn, e.tenant_id)
     if previous is None:
         raise PoisonMessage("unknown_tenant", f"tenant {e.tenant_id} is not registered")
-    params = {"tenant_name": name, "status": status, "occurred_at": e.record["occurred_at"]}
+    params = {
+        "tenant_id": e.tenant_id,
+        "tenant_name": name,
+        "status": status,
+        "occurred_at": e.record["occurred_at"],
+    }
     changed = conn.execute(sql_text("queries/tenancy/update.sql"), params).rowcount
     if changed and status is not None and status != previous:
         tenancy.record(conn, e, status, previous)
@@ -74,7 +83,7 @@ def tenant_enable(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
 def snapshot_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     snapshot = ids.snapshot_id(e.tenant_id, r["segment_key"], r["as_of_sequence"])
-    params = {**r, "snapshot_id": snapshot}
+    params = {**r, "tenant_id": e.tenant_id, "snapshot_id": snapshot}
     result = _changed(
         conn.execute(sql_text("queries/snapshots/request_insert.sql"), params).rowcount
     )
@@ -90,6 +99,7 @@ def _check_period(kind: str, r: Mapping[str, Any]) -> None:
 
 def _references(
     conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
     *,
     campaign_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
@@ -99,6 +109,7 @@ def _references(
     """(campaign status, event status, snapshot request state, task exists, task's event id,
     task's snapshot id) in the current tenant; None for what was not asked or not found."""
     params = {
+        "tenant_id": tenant_id,
         "campaign_id": campaign_id,
         "event_id": event_id,
         "snapshot_id": snapshot_id,
@@ -128,16 +139,21 @@ def _snapshot_ref(tenant_id: uuid.UUID, r: Mapping[str, Any]) -> tuple[str, uuid
 def campaign_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     _check_period(f"campaign {r['campaign_code']}", r)
-    params = {**r, "campaign_id": ids.campaign_id(e.tenant_id, r["campaign_code"])}
+    params = {
+        **r,
+        "tenant_id": e.tenant_id,
+        "campaign_id": ids.campaign_id(e.tenant_id, r["campaign_code"]),
+    }
     return _define(conn, "campaign", params)
 
 
 def campaign_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     campaign = ids.campaign_id(e.tenant_id, r["campaign_code"])
-    if _references(conn, campaign_id=campaign)[0] is None:
+    if _references(conn, e.tenant_id, campaign_id=campaign)[0] is None:
         _require("campaign status change", [f"campaign {r['campaign_code']}"])
-    return _changed(_status(conn, "campaign", {**r, "campaign_id": campaign}))
+    params = {**r, "tenant_id": e.tenant_id, "campaign_id": campaign}
+    return _changed(_status(conn, "campaign", params))
 
 
 def _define(conn: psycopg.Connection[Any], what: str, params: Mapping[str, Any]) -> ApplyResult:
@@ -166,10 +182,11 @@ def event_define(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     code, key = r["campaign_code"], r["event_key"]
     _check_period(f"event {code}/{key}", r)
     campaign = ids.campaign_id(e.tenant_id, code)
-    if _references(conn, campaign_id=campaign)[0] is None:
+    if _references(conn, e.tenant_id, campaign_id=campaign)[0] is None:
         _require(f"event {code}/{key}", [f"campaign {code}"])
     params = {
         **r,
+        "tenant_id": e.tenant_id,
         "campaign_id": campaign,
         "event_id": ids.event_id(e.tenant_id, code, key),
         "embedding": _embedding_text(r.get("embedding")),
@@ -181,9 +198,9 @@ def event_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResu
     r = e.record
     code, key = r["campaign_code"], r["event_key"]
     event = ids.event_id(e.tenant_id, code, key)
-    if _references(conn, event_id=event)[1] is None:
+    if _references(conn, e.tenant_id, event_id=event)[1] is None:
         _require("event status change", [f"event {code}/{key}"])
-    return _changed(_status(conn, "event", {**r, "event_id": event}))
+    return _changed(_status(conn, "event", {**r, "tenant_id": e.tenant_id, "event_id": event}))
 
 
 # ---------------------------------------------------------------------------- agent tasks
@@ -196,7 +213,9 @@ def agent_task_record(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult
     event = None if event_key is None else ids.event_id(e.tenant_id, str(code), event_key)
     snapshot_ref = _snapshot_ref(e.tenant_id, r)
     snapshot = None if snapshot_ref is None else snapshot_ref[1]
-    found = _references(conn, campaign_id=campaign, event_id=event, snapshot_id=snapshot)
+    found = _references(
+        conn, e.tenant_id, campaign_id=campaign, event_id=event, snapshot_id=snapshot
+    )
     missing = [
         label
         for label, wanted, got in (
@@ -209,6 +228,7 @@ def agent_task_record(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult
     _require(f"agent task {r['task_key']}", missing)
     params = {
         **r,
+        "tenant_id": e.tenant_id,
         "task_id": ids.task_id(e.tenant_id, r["task_key"]),
         "campaign_id": campaign,
         "event_id": event,
@@ -226,9 +246,9 @@ def agent_task_record(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult
 def agent_task_status_change(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     r = e.record
     task = ids.task_id(e.tenant_id, r["task_key"])
-    if not _references(conn, task_id=task)[3]:
+    if not _references(conn, e.tenant_id, task_id=task)[3]:
         _require("agent task status change", [f"agent task {r['task_key']}"])
-    params = {**r, "task_id": task, "correlation_id": e.correlation_id}
+    params = {**r, "tenant_id": e.tenant_id, "task_id": task, "correlation_id": e.correlation_id}
     if conn.execute(sql_text("queries/commands/agent_task_status_insert.sql"), params).rowcount:
         return ApplyResult(applied=1)
     what = f"agent task {r['task_key']} status {r['status']} at {r['occurred_at']}"
@@ -261,6 +281,7 @@ def contact_policy_set(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResul
         raise PoisonMessage("bad_policy", "a frequency cap needs a max and a window of at least 1")
     params = {
         **r,
+        "tenant_id": e.tenant_id,
         "policy_id": ids.derive("contact_policy", e.tenant_id, r),
         "correlation_id": e.correlation_id,
     }
@@ -277,7 +298,7 @@ def dispatch_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     event = ids.event_id(e.tenant_id, code, event_key)
     task = ids.task_id(e.tenant_id, task_key)
     _, event_status, snapshot_state, task_exists, task_event, task_snapshot = _references(
-        conn, event_id=event, snapshot_id=snapshot, task_id=task
+        conn, e.tenant_id, event_id=event, snapshot_id=snapshot, task_id=task
     )
     what = f"dispatch {r['dispatch_key']}"
     missing = [
@@ -300,6 +321,7 @@ def dispatch_request(conn: psycopg.Connection[Any], e: Envelope) -> ApplyResult:
     dispatch_id = ids.dispatch_id(e.tenant_id, r["dispatch_key"])
     params = {
         **r,
+        "tenant_id": e.tenant_id,
         "dispatch_id": dispatch_id,
         "event_id": event,
         "snapshot_id": snapshot,
@@ -333,6 +355,11 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# commands that wait for the profile-changes topic (a snapshot for its membership changes, a
+# dispatch for its snapshot's seal and its members' pinned profile versions)
+WAITS_ACROSS_TOPICS = frozenset({"snapshot_request", "dispatch_request"})
+
+
 class CommandsHandler:
     topic = "commands"
     gate: Gate | None = None  # tenant lifecycle commands come before the tenant exists
@@ -344,13 +371,15 @@ class CommandsHandler:
         self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
     ) -> ApplyResult:
         result = ApplyResult()
+        if any(e.kind in WAITS_ACROSS_TOPICS for e in batch):
+            dispatch.lock_waits(conn, tenant_id)
         for e in sorted(batch, key=lambda e: (e.partition, e.offset)):
             try:
                 with conn.transaction():  # a savepoint: a poison command undoes only itself
                     if e.kind not in TENANT_LIFECYCLE:
                         # at its publish time, like other topics: a redelivered copy of a command
                         # published before a disable is judged as the original was
-                        refused = tenancy.refusal(e, tenancy.history(conn))
+                        refused = tenancy.refusal(e, tenancy.history(conn, tenant_id))
                         if refused is not None:
                             raise refused
                     result.merge(COMMANDS[e.kind](conn, e))

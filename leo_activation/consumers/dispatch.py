@@ -105,6 +105,14 @@ class ReadyDispatch:
     cap_window: timedelta | None
 
 
+def lock_waits(conn: psycopg.Connection[Any], tenant_id: uuid.UUID) -> None:
+    """Serialise, until this transaction commits, the tenant's transactions that record one half
+    of a wait across topics and check the other (``dispatch/lock_waits.sql``): the snapshot
+    request and its membership changes, the dispatch and its seal or pinned profile versions.
+    Called before the first such write, so it never waits while holding their row locks."""
+    conn.execute(sql_text("queries/dispatch/lock_waits.sql"), {"tenant_id": str(tenant_id)})
+
+
 def delivery_fact(status: str, dispatch_id: uuid.UUID | str) -> dict[str, str]:
     """The fact a fan-out row records (its ``log_id`` is ``ids.delivery_fact_id`` over it)."""
     return {"fact": status, "dispatch_id": str(dispatch_id)}
@@ -115,7 +123,8 @@ def fan_out_waiting(
 ) -> ApplyResult:
     """Fan out every dispatch that was waiting for ``snapshot_id`` to seal (and is now ready)."""
     rows = conn.execute(
-        sql_text("queries/dispatch/waiting_on_snapshot.sql"), {"snapshot_id": snapshot_id}
+        sql_text("queries/dispatch/waiting_on_snapshot.sql"),
+        {"tenant_id": tenant_id, "snapshot_id": snapshot_id},
     ).fetchall()
     if not rows:
         return ApplyResult()
@@ -139,14 +148,19 @@ def fan_out(
     # delivery_log before the next round reads them.
     while candidates:
         conn.execute(sql_text("queries/dispatch/scratch_tables.sql"))
+        emitted = conn.execute(sql_text("queries/dispatch/emitted.sql")).fetchone()
+        assert emitted is not None
+        params = {"tenant_id": tenant_id, "dispatch_ids": candidates, "emitted": emitted[0]}
         ready = [
             ReadyDispatch(*row)
-            for row in conn.execute(
-                sql_text("queries/dispatch/ready.sql"), {"dispatch_ids": candidates}
-            ).fetchall()
+            for row in conn.execute(sql_text("queries/dispatch/ready.sql"), params).fetchall()
         ]
         if not ready:
             break
+        conn.execute(
+            sql_text("queries/dispatch/emitted_add.sql"),
+            {"dispatch_ids": [d.dispatch_id for d in ready]},
+        )
         for dispatch in ready:
             stream = _fan_out_one(conn, tenant_id, dispatch)
             result.later[("dispatch", tenant_id, dispatch.dispatch_id)] = Emit(stream)
@@ -154,11 +168,13 @@ def fan_out(
         fanned_out = tuple(d.dispatch_id for d in ready)
         marker = AfterCommit(_marker(tenant_id, list(fanned_out)))
         result.later[("fanned_out", tenant_id, fanned_out)] = marker
+        after = {
+            "tenant_id": tenant_id,
+            "dispatch_ids": list(fanned_out),
+            "emitted": [*emitted[0], *fanned_out],
+        }
         candidates = [
-            row[0]
-            for row in conn.execute(
-                sql_text("queries/dispatch/capped_after.sql"), {"dispatch_ids": list(fanned_out)}
-            )
+            row[0] for row in conn.execute(sql_text("queries/dispatch/capped_after.sql"), after)
         ]
     return result
 
@@ -168,6 +184,7 @@ def _fan_out_one(
 ) -> Callable[[Connection], Iterator[Outgoing]]:
     """Stage one dispatch's delivery rows, chunk by chunk; return the stream of its requests."""
     params = {
+        "tenant_id": tenant_id,
         "snapshot_id": d.snapshot_id,
         "event_id": d.event_id,
         "channel": d.channel,
@@ -202,7 +219,10 @@ def _requests(tenant_id: uuid.UUID, d: ReadyDispatch, conn: Connection) -> Itera
     """The dispatch's requests, read back from its committed queued rows in chunks (run by the
     engine inside the Kafka transaction, so a million requests never sit in memory at once)."""
     with db.tenant_transaction(conn, tenant_id), conn.cursor(name="fan_out_requests") as cur:
-        cur.execute(sql_text("queries/dispatch/requests.sql"), {"dispatch_id": d.dispatch_id})
+        cur.execute(
+            sql_text("queries/dispatch/requests.sql"),
+            {"tenant_id": tenant_id, "dispatch_id": d.dispatch_id},
+        )
         while chunk := cur.fetchmany(CHUNK):
             for delivery, profile_id, plaintext, sealed, data_key in chunk:
                 if sealed is None:
@@ -232,7 +252,8 @@ def _marker(
     def mark(conn: psycopg.Connection[Any]) -> None:
         with db.tenant_transaction(conn, tenant_id):
             conn.execute(
-                sql_text("queries/dispatch/mark_fanned_out.sql"), {"dispatch_ids": dispatch_ids}
+                sql_text("queries/dispatch/mark_fanned_out.sql"),
+                {"tenant_id": tenant_id, "dispatch_ids": dispatch_ids},
             )
 
     return mark

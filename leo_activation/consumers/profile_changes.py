@@ -19,6 +19,7 @@ its place in the partition: the changes before it first, those after it after it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -26,9 +27,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from leo_activation import ids
-from leo_activation.bulk import copy_line, stage
+from leo_activation import db, ids
+from leo_activation.bulk import copy_line, extended, stage
 from leo_activation.consumers import dispatch, erasure, snapshots, tenancy
 from leo_activation.contracts import DEFAULT_MAX_TEXT
 from leo_activation.engine.handler import ApplyResult, Envelope, Gate, Row
@@ -41,6 +43,9 @@ PROFILE_COLUMNS = (
     "raw_attributes", "cdp_version", "content_hash", "updated_at", "consents",
     "key_id", *(f"{name}_sealed" for name in SEALED_FIELDS),
 )  # fmt: skip
+# what a new profile starts with: recorded for it before it arrived (profiles/recorded.sql)
+RECORDED_COLUMNS = ("segments", "segment_snapshots")
+NOTHING_RECORDED = copy_line(([], []))
 CONSENT_STATES = frozenset({"granted", "revoked"})
 MEMBERSHIP_COLUMNS = (
     "tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at",
@@ -118,7 +123,10 @@ def membership_row(e: Envelope) -> tuple[Any, ...]:
 
 
 def refuse_version_conflicts(
-    conn: psycopg.Connection[Any], upserts: list[Envelope], result: ApplyResult
+    conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
+    upserts: list[Envelope],
+    result: ApplyResult,
 ) -> list[Envelope]:
     """The upserts that do not reuse a CDP version with other content; the others are rejected
     ``version_conflict``. A pinned version must be final once it arrived, or a dispatch's
@@ -130,7 +138,11 @@ def refuse_version_conflicts(
     upserts = sorted(upserts, key=lambda e: (e.partition, e.offset))
     keys = [_key(e) for e in upserts]  # (profile id text, version, content hash)
     known: dict[tuple[str, int], set[bytes]] = {}
-    params = {"profiles": [k[0] for k in keys], "versions": [k[1] for k in keys]}
+    params = {
+        "tenant_id": tenant_id,
+        "profiles": [k[0] for k in keys],
+        "versions": [k[1] for k in keys],
+    }
     for profile, version, content_hash in conn.execute(
         sql_text("queries/profiles/versions_known.sql"), params
     ):
@@ -152,14 +164,15 @@ def refuse_version_conflicts(
 
 def prepare_row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> Row:
     """The COPY line of a profile upsert (keyed by its profile id text, version and content hash)
-    or of a membership change (keyed by its segment); an erasure's key (``erasure.prepare``)."""
+    or of a membership change (keyed by its segment and profile id text); an erasure's key
+    (``erasure.prepare``)."""
     if e.kind == "profile_upsert":
         row = profile_row(e, (json_fields or {}).get("raw_attributes"))
         return Row(copy_line(row), (str(row[1]), row[8], row[9]))
     if e.kind == erasure.KIND:
         return erasure.prepare(e)
     row = membership_row(e)
-    return Row(copy_line(row), (row[1],))
+    return Row(copy_line(row), (row[1], str(row[3])))
 
 
 def _prepared(e: Envelope) -> Row:
@@ -178,8 +191,44 @@ def _key(e: Envelope) -> tuple[Any, ...]:
     return key
 
 
+def _with_recorded(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, upserts: list[Envelope]
+) -> list[bytes]:
+    """The upserts' COPY lines, each with what is recorded for its profile already
+    (``RECORDED_COLUMNS``) added at its end."""
+    profiles = sorted({uuid.UUID(_key(e)[0]) for e in upserts})
+    recorded = {
+        str(profile): copy_line((segments, snapshots))
+        for profile, segments, snapshots in conn.execute(
+            _with_segments("queries/profiles/recorded.sql"),
+            {"tenant_id": tenant_id, "profile_ids": profiles},
+        )
+    }
+    return [extended(_line(e), recorded.get(_key(e)[0], NOTHING_RECORDED)) for e in upserts]
+
+
 def _in_topic_order(e: Envelope) -> tuple[int, int]:
     return e.partition, e.offset
+
+
+@functools.cache
+def _with_segments(template: str) -> sql.Composed:
+    """A statement over the current segments of given profiles (``current_segments.sql``)."""
+    segments = sql.SQL(sql_text("queries/profiles/current_segments.sql"))
+    return sql.SQL(sql_text(template)).format(segments)
+
+
+def _unblocked(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, versions: list[tuple[Any, ...]]
+) -> list[uuid.UUID]:
+    """The waiting dispatches the newly arrived profile ``versions`` may have completed."""
+    params = {
+        "tenant_id": tenant_id,
+        "profiles": [v[0] for v in versions],
+        "versions": [v[1] for v in versions],
+    }
+    rows = conn.execute(sql_text("queries/profiles/versions_unblocked.sql"), params)
+    return [r[0] for r in rows]
 
 
 class ProfileChangesHandler:
@@ -200,6 +249,9 @@ class ProfileChangesHandler:
         """The changes before an erasure are applied before it, those after it after it (a
         profile's changes share a partition, so this is the same order in every run)."""
         result = ApplyResult()
+        # upserts may unblock a dispatch, changes may seal a snapshot: both halves of waits
+        # whose other half comes on the commands topic, through another consumer perhaps
+        dispatch.lock_waits(conn, tenant_id)
         part: list[Envelope] = []
         for e in sorted(batch, key=_in_topic_order):
             if e.kind == erasure.KIND:
@@ -220,14 +272,15 @@ class ProfileChangesHandler:
     ) -> None:
         upserts = [e for e in batch if e.kind == "profile_upsert"]
         if upserts:
-            upserts = refuse_version_conflicts(conn, upserts, result)
+            upserts = refuse_version_conflicts(conn, tenant_id, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
-            stage(conn, "cdp_profiles", PROFILE_COLUMNS, map(_line, upserts))
-            changed = conn.execute(sql_text("queries/profiles/upsert.sql")).rowcount
-            row = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchone()
-            assert row is not None
-            new_versions, unblocked = int(row[0]), list(row[1])
+            stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS),
+                  _with_recorded(conn, tenant_id, upserts))  # fmt: skip
+            changed = db.written(conn.execute(sql_text("queries/profiles/upsert.sql")))
+            versions = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchall()
+            new_versions = len(versions)
+            unblocked = _unblocked(conn, tenant_id, versions) if versions else []
             # A late older version changes no profile but is new history: it was applied.
             applied = max(changed, new_versions)
             result.applied += applied
@@ -236,11 +289,13 @@ class ProfileChangesHandler:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
             stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_line, changes))
-            inserted = conn.execute(sql_text("queries/profiles/membership_insert.sql")).rowcount
+            inserted = db.written(conn.execute(sql_text("queries/profiles/membership_insert.sql")))
             result.applied += inserted
             result.duplicates += len(changes) - inserted
             if inserted:
-                conn.execute(sql_text("queries/profiles/refresh_segments.sql"))
+                profiles = sorted({uuid.UUID(_key(e)[1]) for e in changes})
+                touched = {"tenant_id": tenant_id, "profile_ids": profiles}
+                conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
             segments = sorted({_key(e)[0] for e in changes})

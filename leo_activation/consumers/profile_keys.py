@@ -58,6 +58,9 @@ class ProfileKeysHandler:
     def apply(
         self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
     ) -> ApplyResult:
+        # a key's arrival may complete a dispatch whose other half comes on the commands topic,
+        # through another consumer perhaps
+        dispatch.lock_waits(conn, tenant_id)
         # the newest message a key wins (a record, then its tombstone)
         newest: dict[tuple[uuid.UUID, uuid.UUID], tuple[Envelope, tuple[Any, ...]]] = {}
         for e in sorted(batch, key=lambda e: (e.partition, e.offset)):

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from leo_activation import ids
+from leo_activation import db, ids
 from leo_activation.addresses import without_addresses
 from leo_activation.bulk import copy_line, stage
 from leo_activation.consumers import tenancy
@@ -128,5 +128,5 @@ class ReceiptsHandler:
         tenant_text = str(tenant_id)
         lines = (e.row or copy_line(receipt_row(e, tenant_text)) for e in batch)
         stage(conn, "delivery_log", COLUMNS, lines)
-        inserted = conn.execute(sql_text("queries/receipts/insert.sql")).rowcount
+        inserted = db.written(conn.execute(sql_text("queries/receipts/insert.sql")))
         return ApplyResult(applied=inserted, duplicates=len(batch) - inserted)

@@ -7,7 +7,8 @@ watermark is a join. If the request carries an expected count or digest, a misma
 instead of sealing.
 
 Sealing (in the apply transaction) writes the immutable snapshot and its members (set-based, one
-statement) with the profile version each member's latest join pinned, and queues the snapshot in
+statement straight from the membership changes) with the profile version each member's latest
+join pinned, and queues the snapshot in
 ``segment_snapshot_tag_pending``; dispatches waiting on it then fan out (once their pinned
 profile versions have arrived, see :mod:`leo_activation.consumers.dispatch`).
 
@@ -27,11 +28,13 @@ the pinned versions ride along with them.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from leo_activation import db
 from leo_activation.consumers import dispatch
@@ -46,7 +49,10 @@ def seal_ready(
     follow-ups) the tagging of every sealed snapshot on ``segments`` whose tags are not written
     yet — sealed now, or sealed before a crash that stopped its tagging."""
     result = ApplyResult()
-    pending = conn.execute(sql_text("queries/snapshots/pending.sql"), {"segments": list(segments)})
+    pending = conn.execute(
+        sql_text("queries/snapshots/pending.sql"),
+        {"tenant_id": tenant_id, "segments": list(segments)},
+    )
     for (
         snapshot_id,
         segment_key,
@@ -56,40 +62,38 @@ def seal_ready(
         expected_digest,
         requested_at,
     ) in pending.fetchall():
-        arrived = conn.execute(
-            sql_text("queries/snapshots/arrived.sql"), {"segment_key": segment_key, "as_of": as_of}
-        ).fetchone()
+        watermark = {"tenant_id": tenant_id, "segment_key": segment_key, "as_of": as_of}
+        arrived = conn.execute(sql_text("queries/snapshots/arrived.sql"), watermark).fetchone()
         if arrived is None or arrived[0] != as_of:
             continue
-        conn.execute(sql_text("queries/snapshots/members_table.sql"))
-        conn.execute(
-            sql_text("queries/snapshots/compute_members.sql"),
-            {"segment_key": segment_key, "as_of": as_of},
-        )
-        row = conn.execute(sql_text("queries/snapshots/member_digest.sql")).fetchone()
-        assert row is not None
-        count, digest = int(row[0]), str(row[1])
+        row = conn.execute(_with_members("queries/snapshots/member_digest.sql"), watermark)
+        summary = row.fetchone()
+        assert summary is not None
+        count, digest = int(summary[0]), str(summary[1])
         mismatch = _verify(count, digest, expected_count, expected_digest)
         if mismatch:
             conn.execute(
                 sql_text("queries/snapshots/reject.sql"),
-                {"snapshot_id": snapshot_id, "detail": mismatch},
+                {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "detail": mismatch},
             )
             continue
         params = {
+            **watermark,
             "snapshot_id": snapshot_id,
-            "segment_key": segment_key,
             "segment_version": f"seq:{as_of}",
-            "as_of": as_of,
             "reason": reason,
             "member_count": count,
             "member_digest": digest,
             "created_at": requested_at,
         }
-        conn.execute(sql_text("queries/snapshots/seal.sql"), params)
+        conn.execute(sql_text("queries/snapshots/seal_snapshot.sql"), params)
+        conn.execute(_with_members("queries/snapshots/seal_members.sql"), params)
+        conn.execute(sql_text("queries/snapshots/seal_tag_pending.sql"), params)
+        conn.execute(sql_text("queries/snapshots/seal_request.sql"), params)
         result.merge(dispatch.fan_out_waiting(conn, tenant_id, snapshot_id))
     untagged = conn.execute(
-        sql_text("queries/snapshots/tag_pending.sql"), {"segments": list(segments)}
+        sql_text("queries/snapshots/tag_pending.sql"),
+        {"tenant_id": tenant_id, "segments": list(segments)},
     )
     for (snapshot_id,) in untagged.fetchall():
         result.later[("tag_snapshot", tenant_id, snapshot_id)] = FollowUp(
@@ -108,11 +112,18 @@ def tag_members(
 
     def tag(conn: psycopg.Connection[Any]) -> None:
         with db.tenant_transaction(conn, tenant_id):
-            params = {"snapshot_id": snapshot_id}
+            params = {"tenant_id": tenant_id, "snapshot_id": snapshot_id}
             if conn.execute(sql_text("queries/snapshots/tag_done.sql"), params).rowcount:
                 conn.execute(sql_text("queries/snapshots/tag_profiles.sql"), params)
 
     return tag
+
+
+@functools.cache
+def _with_members(template: str) -> sql.Composed:
+    """A statement over the computed member set of a snapshot (``computed_members.sql``)."""
+    members = sql.SQL(sql_text("queries/snapshots/computed_members.sql"))
+    return sql.SQL(sql_text(template)).format(members)
 
 
 def _verify(

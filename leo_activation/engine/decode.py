@@ -15,7 +15,7 @@ from leo_activation import contracts
 from leo_activation.codec import Codec, SingleObjectCodec
 from leo_activation.engine.handler import TOMBSTONE, Envelope, Handler, ReadsTombstones
 from leo_activation.engine.native import NativeDecoder, Prepared, native_decoder
-from leo_activation.errors import LeoError, PoisonMessage
+from leo_activation.errors import PoisonMessage
 from leo_activation.producers.dead_letters import DeadLetter
 
 CORRELATION_HEADER = "leo.correlation_id"
@@ -141,9 +141,7 @@ class Decoder:
         # each message's coordinates, taken once
         logicals, partitions, offsets = [], [], []
         spans: dict[Partition, list[int]] = {}  # -> [first, last, size]
-        for msg in messages:
-            if msg.error() is not None:
-                raise LeoError(f"Kafka consumer error: {msg.error()}")
+        for msg in messages:  # messages only: the engine took the consumer's error events out
             topic, partition, offset = (
                 str(msg.topic()),
                 int(msg.partition() or 0),

@@ -33,7 +33,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from leo_activation.codec import make_codec
 from leo_activation.engine.apply import Applied, TenantApplier
@@ -45,9 +52,9 @@ from leo_activation.engine.waiting import (
     OpenTransactions,
     Waiting,
     coords,
-    is_partition_eof,
     partition_of,
 )
+from leo_activation.errors import LeoError
 from leo_activation.kafka import consumer_config, ensure_topics
 from leo_activation.producers.dead_letters import DeadLetter
 from leo_activation.settings import Settings
@@ -171,7 +178,7 @@ class Engine:
                 messages = [
                     m
                     for m in consumer.consume(self.settings.batch_size, timeout)
-                    if not is_partition_eof(m) and partition_of(m) not in self.waiting.paused
+                    if is_message(m) and partition_of(m) not in self.waiting.paused
                 ]
                 ready, self._ahead = self._ahead, None
                 if ready is None:
@@ -352,6 +359,36 @@ class Engine:
         log.info("batch", extra={"event": "batch", **asdict(stats), "group": self.group})
         if self.on_batch is not None:
             self.on_batch(stats)
+
+
+# Consumer errors that retrying cannot cure: the cluster refuses the group or a topic, or a topic
+# is gone. librdkafka reports every other one (a broker or the group coordinator away, the group's
+# offsets not fetched during a rebalance) and recovers by itself.
+_CONSUMER_STOPS = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+    }
+)
+
+
+def is_message(msg: Message) -> bool:
+    """Whether what the consumer returned is a message. Its error events are not: the end of a
+    partition is skipped, an error librdkafka recovers from is logged and consumption goes on,
+    and one it cannot recover from stops the consumer."""
+    error = msg.error()
+    if error is None:
+        return True
+    if error.code() == KafkaError._PARTITION_EOF:
+        return False
+    if error.fatal() or error.code() in _CONSUMER_STOPS:
+        raise LeoError(f"Kafka consumer error: {error.str()}")
+    log.warning("Kafka consumer: %s; librdkafka retries", error.str())
+    return False
 
 
 def _offsets_readable(consumer: Consumer) -> bool:

@@ -248,7 +248,12 @@ class OpenTransactions:
             stable = self._latest(assignment, IsolationLevel.READ_COMMITTED)
             high = self._latest(assignment, IsolationLevel.READ_UNCOMMITTED)
         except KafkaException:
-            return  # the cluster is away: that is logged where it is met
+            # The cluster is away (that is logged where it is met), or a leader moved: librdkafka's
+            # ListOffsets goes on sending the leader epoch it cached and the broker refuses it
+            # (FENCED_LEADER_EPOCH) for as long as that client lives, so the next check makes a
+            # new one.
+            self._admin = None
+            return
         self.pending = {key for key, lso in stable.items() if high.get(key, lso) > lso}
         for key, lso in stable.items():
             previous = self._stable.get(key)

@@ -45,11 +45,13 @@ def _rows(conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any]) 
         return cursor.fetchall()
 
 
-def delivery_document(conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> Document | None:
-    """The trace of one delivery, or None when the current tenant has no such delivery.
+def delivery_document(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, delivery_id: uuid.UUID
+) -> Document | None:
+    """The trace of one delivery, or None when the tenant has no such delivery.
 
     ``conn`` must be inside the tenant's transaction (``db.tenant_transaction``)."""
-    params = {"delivery_id": delivery_id}
+    params = {"tenant_id": tenant_id, "delivery_id": delivery_id}
     found = _rows(conn, "queries/trace/delivery.sql", params)
     if not found:
         return None
@@ -156,9 +158,9 @@ def delivery_document(conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> 
 def profile_document(
     conn: psycopg.Connection[Any], tenant_id: uuid.UUID, profile_id: uuid.UUID
 ) -> Document | None:
-    """A profile's facts and every activation that touched it, or None when the current tenant
-    knows neither the profile nor any activation addressed to it."""
-    params = {"profile_id": profile_id}
+    """A profile's facts and every activation that touched it, or None when the tenant knows
+    neither the profile nor any activation addressed to it."""
+    params = {"tenant_id": tenant_id, "profile_id": profile_id}
     found = _rows(conn, "queries/trace/profile.sql", params)
     activity = _rows(conn, "queries/trace/profile_activity.sql", params)
     if not found and not activity:
@@ -282,7 +284,7 @@ def read_trace(
             conn.read_only = True
             with db.tenant_transaction(conn, tenant_id):
                 if what == "delivery":
-                    return delivery_document(conn, object_id)
+                    return delivery_document(conn, tenant_id, object_id)
                 return profile_document(conn, tenant_id, object_id)
     except psycopg.errors.UndefinedTable as exc:
         raise LeoError(

@@ -345,7 +345,11 @@ fn answer<'py>(py: Python<'py>, kind: &str, row: rows::Prepared) -> PyResult<Bou
             ],
         )?
         .into_any(),
-        rows::Key::Segment(segment) => PyTuple::new(py, [PyString::new(py, &segment)])?.into_any(),
+        rows::Key::Membership(segment, profile) => PyTuple::new(
+            py,
+            [PyString::new(py, &segment), PyString::new(py, &profile)],
+        )?
+        .into_any(),
     };
     PyTuple::new(
         py,

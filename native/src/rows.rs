@@ -36,8 +36,8 @@ pub enum Key {
     None,
     /// a profile upsert's profile id, version and content hash
     Profile(String, i64, [u8; 32]),
-    /// a membership change's segment
-    Segment(String),
+    /// a membership change's segment and profile id
+    Membership(String, String),
 }
 
 /// A prepared row: its COPY line and its key, made without the interpreter.
@@ -598,7 +598,7 @@ fn membership(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> 
         tenant,
         correlation: correlation.map(str::to_owned),
         line: line.finish(),
-        key: Key::Segment(segment.to_string()),
+        key: Key::Membership(segment.to_string(), profile),
     })
 }
 

@@ -8,4 +8,4 @@ SELECT (agent_name, task_type, campaign_id, event_id, snapshot_id, reasoning_sum
         %(snapshot_id)s::uuid, %(reasoning_summary)s::text, %(reasoning_trace)s::jsonb,
         %(status)s::text, %(occurred_at)s::timestamptz)
 FROM agent_task
-WHERE tenant_id = (SELECT leo_current_tenant()) AND task_id = %(task_id)s
+WHERE tenant_id = %(tenant_id)s AND task_id = %(task_id)s

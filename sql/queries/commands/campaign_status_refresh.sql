@@ -4,10 +4,10 @@
 UPDATE campaign c SET status = latest.status
 FROM (
     SELECT h.status FROM campaign_status_history h
-    WHERE h.tenant_id = (SELECT leo_current_tenant()) AND h.campaign_id = %(campaign_id)s
+    WHERE h.tenant_id = %(tenant_id)s AND h.campaign_id = %(campaign_id)s
     ORDER BY h.changed_at DESC,
              array_position(ARRAY['active', 'paused', 'completed'], h.status) DESC
     LIMIT 1
 ) latest
-WHERE c.tenant_id = (SELECT leo_current_tenant()) AND c.campaign_id = %(campaign_id)s
+WHERE c.tenant_id = %(tenant_id)s AND c.campaign_id = %(campaign_id)s
   AND c.status IS DISTINCT FROM latest.status

@@ -4,7 +4,7 @@
 -- text ('[0.1,0.2,...]'), already checked: 384 finite floats.
 INSERT INTO marketing_event AS e (tenant_id, event_id, campaign_id, event_key, event_name,
     event_type, event_channel, start_at, end_at, embedding, status, created_at, updated_at)
-VALUES (leo_current_tenant(), %(event_id)s, %(campaign_id)s, %(event_key)s, %(event_name)s,
+VALUES (%(tenant_id)s, %(event_id)s, %(campaign_id)s, %(event_key)s, %(event_name)s,
     %(event_type)s, %(event_channel)s, %(start_at)s, %(end_at)s, %(embedding)s::vector,
     %(status)s, %(occurred_at)s, %(occurred_at)s)
 ON CONFLICT (tenant_id, event_id) DO UPDATE SET

@@ -7,7 +7,7 @@
 INSERT INTO dispatch (tenant_id, dispatch_id, dispatch_key, event_id, snapshot_id, task_id,
     requested_at, campaign_id, channel, suppress_reason, correlation_id, dispatch_seq,
     consent_required, cap_max, cap_window)
-SELECT (SELECT leo_current_tenant()), %(dispatch_id)s, %(dispatch_key)s, e.event_id, %(snapshot_id)s,
+SELECT e.tenant_id, %(dispatch_id)s, %(dispatch_key)s, e.event_id, %(snapshot_id)s,
     %(task_id)s, %(occurred_at)s, e.campaign_id, e.event_channel,
     CASE
         WHEN e.status = 'cancelled' THEN format('event %%s is cancelled', e.event_key)
@@ -15,17 +15,17 @@ SELECT (SELECT leo_current_tenant()), %(dispatch_id)s, %(dispatch_key)s, e.event
             THEN format('campaign %%s is %%s', c.campaign_code, c.status)
     END,
     %(correlation_id)s,
-    coalesce((SELECT max(d.dispatch_seq) FROM dispatch d
-              WHERE d.tenant_id = (SELECT leo_current_tenant())), 0) + 1,
+    coalesce((SELECT max(d.dispatch_seq) FROM dispatch d WHERE d.tenant_id = %(tenant_id)s), 0)
+        + 1,
     coalesce(p.consent_required, false), p.cap_max, p.cap_window
 FROM marketing_event e
 JOIN campaign c ON c.tenant_id = e.tenant_id AND c.campaign_id = e.campaign_id
 LEFT JOIN LATERAL (
     SELECT cp.consent_required, cp.cap_max, cp.cap_window
     FROM contact_policy cp
-    WHERE cp.tenant_id = e.tenant_id AND cp.channel = e.event_channel
+    WHERE cp.tenant_id = %(tenant_id)s AND cp.channel = e.event_channel
     ORDER BY cp.seq DESC
     LIMIT 1
 ) p ON true
-WHERE e.tenant_id = (SELECT leo_current_tenant()) AND e.event_id = %(event_id)s
+WHERE e.tenant_id = %(tenant_id)s AND c.tenant_id = %(tenant_id)s AND e.event_id = %(event_id)s
 ON CONFLICT (tenant_id, dispatch_id) DO NOTHING

@@ -29,8 +29,8 @@ SELECT m.profile_id, m.profile_version, pinned.destination, pinned.destination_s
                SELECT count(DISTINCT l.delivery_id)
                FROM delivery_log l
                JOIN dispatch earlier
-                 ON earlier.tenant_id = l.tenant_id AND earlier.dispatch_id = l.dispatch_id
-               WHERE l.tenant_id = m.tenant_id AND l.profile_id = m.profile_id
+                 ON earlier.tenant_id = %(tenant_id)s AND earlier.dispatch_id = l.dispatch_id
+               WHERE l.tenant_id = %(tenant_id)s AND l.profile_id = m.profile_id
                  AND l.delivery_status = 'queued' AND l.channel = %(channel)s::text
                  AND l.event_id <> %(event_id)s::uuid
                  AND earlier.dispatch_seq < %(dispatch_seq)s::bigint
@@ -55,10 +55,10 @@ LEFT JOIN LATERAL (
            v.key_id,
            v.consents -> %(channel)s::text ->> 'state' AS consent
     FROM cdp_profile_version v
-    WHERE v.tenant_id = m.tenant_id AND v.profile_id = m.profile_id
+    WHERE v.tenant_id = %(tenant_id)s AND v.profile_id = m.profile_id
       AND v.version = m.profile_version
     ORDER BY v.content_hash DESC
     LIMIT 1
 ) pinned ON true
-WHERE m.tenant_id = (SELECT leo_current_tenant()) AND m.snapshot_id = %(snapshot_id)s
+WHERE m.tenant_id = %(tenant_id)s AND m.snapshot_id = %(snapshot_id)s
 ORDER BY m.profile_id

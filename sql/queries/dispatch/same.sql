@@ -3,4 +3,4 @@
 SELECT (event_id, snapshot_id, task_id) = (%(event_id)s::uuid, %(snapshot_id)s::uuid,
                                            %(task_id)s::uuid)
 FROM dispatch
-WHERE tenant_id = (SELECT leo_current_tenant()) AND dispatch_id = %(dispatch_id)s
+WHERE tenant_id = %(tenant_id)s AND dispatch_id = %(dispatch_id)s

@@ -4,4 +4,4 @@ SELECT v.profile_id, v.version, v.content_hash
 FROM cdp_profile_version v
 JOIN unnest(%(profiles)s::uuid[], %(versions)s::bigint[]) AS b(profile_id, version)
   ON v.profile_id = b.profile_id AND v.version = b.version
-WHERE v.tenant_id = (SELECT leo_current_tenant())
+WHERE v.tenant_id = %(tenant_id)s

@@ -5,6 +5,6 @@ UPDATE cdp_profiles p
 SET segment_snapshots = ARRAY(
     SELECT DISTINCT s FROM unnest(p.segment_snapshots || %(snapshot_id)s::uuid) s ORDER BY s)
 FROM segment_snapshot_member m
-WHERE m.tenant_id = (SELECT leo_current_tenant()) AND m.snapshot_id = %(snapshot_id)s
-  AND p.tenant_id = m.tenant_id AND p.profile_id = m.profile_id
+WHERE m.tenant_id = %(tenant_id)s AND m.snapshot_id = %(snapshot_id)s
+  AND p.tenant_id = %(tenant_id)s AND p.profile_id = m.profile_id
   AND NOT (%(snapshot_id)s::uuid = ANY (p.segment_snapshots))

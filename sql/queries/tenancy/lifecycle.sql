@@ -4,11 +4,11 @@ SELECT source_timestamp_ms, status
 FROM (
     SELECT seq, source_timestamp_ms, status
     FROM tenant_lifecycle
-    WHERE tenant_id = (SELECT leo_current_tenant())
+    WHERE tenant_id = %(tenant_id)s
     UNION ALL
     SELECT 0, NULL, status
     FROM tenant
-    WHERE tenant_id = (SELECT leo_current_tenant())
-      AND NOT EXISTS (SELECT 1 FROM tenant_lifecycle WHERE tenant_id = (SELECT leo_current_tenant()))
+    WHERE tenant_id = %(tenant_id)s
+      AND NOT EXISTS (SELECT 1 FROM tenant_lifecycle WHERE tenant_id = %(tenant_id)s)
 ) changes
 ORDER BY seq

@@ -1,4 +1,6 @@
--- Set the tenant context (read by leo_current_tenant() in every policy). is_local = true: the
--- SET LOCAL of a function call, so it ends with the transaction and never outlives it on a
--- pooled connection.
-SELECT set_config('app.current_tenant_id', %(tenant)s, true)
+-- Set the tenant context (read by leo_current_tenant() in every policy) for the transaction only:
+-- SET LOCAL ends with it and never outlives it on a pooled connection. A psycopg.sql template: SET
+-- takes no parameters, so leo_activation/db.py composes the tenant in as a literal. On Citus, a
+-- transaction's SET LOCAL commands reach the workers its statements run on (migrate sets the
+-- database's citus.propagate_set_commands to 'local'); a set_config() call would not.
+SET LOCAL app.current_tenant_id = {0}

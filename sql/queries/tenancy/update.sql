@@ -3,7 +3,7 @@ UPDATE tenant
 SET tenant_name = coalesce(%(tenant_name)s, tenant_name),
     status = coalesce(%(status)s, status),
     updated_at = %(occurred_at)s
-WHERE tenant_id = (SELECT leo_current_tenant())
+WHERE tenant_id = %(tenant_id)s
   AND updated_at <= %(occurred_at)s
   AND (tenant_name, status) IS DISTINCT FROM
       (coalesce(%(tenant_name)s, tenant_name), coalesce(%(status)s, status))

@@ -17,4 +17,4 @@ SELECT
     t.last_receipt_at, t.fact_count, t.receipt_count
 FROM delivery_trace t
 LEFT JOIN tenant tn ON tn.tenant_id = t.tenant_id
-WHERE t.delivery_id = %(delivery_id)s
+WHERE t.tenant_id = %(tenant_id)s AND t.delivery_id = %(delivery_id)s

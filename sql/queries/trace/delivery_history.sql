@@ -5,5 +5,5 @@ SELECT
     h.provider_response, h.reason, h.channel, h.destination, h.correlation_id, h.is_current,
     h.arrived_late, h.source_topic, h.source_partition, h.source_offset, h.ingested_at
 FROM delivery_history h
-WHERE h.delivery_id = %(delivery_id)s
+WHERE h.tenant_id = %(tenant_id)s AND h.delivery_id = %(delivery_id)s
 ORDER BY h.step

@@ -9,4 +9,4 @@ FROM cdp_profiles p
 LEFT JOIN tenant tn ON tn.tenant_id = p.tenant_id
 LEFT JOIN profile_key k
   ON k.tenant_id = p.tenant_id AND k.profile_id = p.profile_id AND k.key_id = p.key_id
-WHERE p.profile_id = %(profile_id)s
+WHERE p.tenant_id = %(tenant_id)s AND p.profile_id = %(profile_id)s

@@ -10,10 +10,10 @@ FROM profile_activity a
 LEFT JOIN LATERAL (
     SELECT l.reason
     FROM delivery_log l
-    WHERE l.tenant_id = (SELECT leo_current_tenant()) AND l.delivery_id = a.delivery_id
+    WHERE l.tenant_id = %(tenant_id)s AND l.delivery_id = a.delivery_id
       AND l.delivery_status = 'suppressed'
     ORDER BY l.log_id
     LIMIT 1
 ) suppressed ON a.activity = 'delivery'
-WHERE a.profile_id = %(profile_id)s
+WHERE a.tenant_id = %(tenant_id)s AND a.profile_id = %(profile_id)s
 ORDER BY a.occurred_at, a.activity DESC, a.snapshot_id, a.delivery_id
