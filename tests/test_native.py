@@ -291,12 +291,15 @@ def test_sealed_upserts_get_the_same_line_and_key(
     elif sealing == "sealed, plaintext too" and data.draw(st.booleans()):
         record.update(dict.fromkeys(PLAINTEXT_FIELDS))  # then the attributes are the plaintext
     msg = message("profile-changes", 0, encoded(version, version.schema, record), None)
-    assert_same([msg])
+    got = assert_same([msg])
     fits = all(
         record[f"{name}_sealed"] is None or len(record[f"{name}_sealed"]) <= limit
         for name, limit in SEALED_LIMITS.items()
     )
-    if sealing == "sealed" and fits and not record["consents"]:
+    # what the native path leaves to the Python one: a NUL in a label (PostgreSQL refuses it
+    # there), and whatever the Python path dead-letters
+    nul_label = any("\x00" in label for label in record["data_labels"])
+    if sealing == "sealed" and fits and not record["consents"] and not nul_label and not got.dead:
         [prepared] = NATIVE.prepare_native(["profile-changes"], [msg], [0], [0])
         assert prepared is not None
 

@@ -136,12 +136,15 @@ impl<'a> Reader<'a> {
     }
 
     fn long(&mut self) -> Option<i64> {
-        // nine bytes hold 63 bits: enough for every value the topics carry; a longer varint is
-        // left to the Python path, whose integers do not overflow
+        // ten bytes hold the 64 bits of every long; a tenth byte with more than the last bit
+        // (a value past 64 bits) is left to the Python path, whose integers do not overflow
         let mut raw: u64 = 0;
-        for shift in (0..63).step_by(7) {
+        for shift in (0..64).step_by(7) {
             let byte = *self.data.get(self.pos)?;
             self.pos += 1;
+            if shift == 63 && byte > 1 {
+                return None;
+            }
             raw |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
@@ -309,6 +312,13 @@ mod tests {
         );
         assert!(r.at_end());
         assert_eq!(Reader::new(&[0xff; 12]).long(), None);
+        let mut extremes = [0xff; 10];
+        extremes[9] = 0x01;
+        assert_eq!(Reader::new(&extremes).long(), Some(i64::MIN));
+        extremes[0] = 0xfe;
+        assert_eq!(Reader::new(&extremes).long(), Some(i64::MAX));
+        extremes[9] = 0x02; // past 64 bits
+        assert_eq!(Reader::new(&extremes).long(), None);
     }
 
     #[test]
