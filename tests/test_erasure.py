@@ -296,6 +296,7 @@ def test_erasure_leaves_no_readable_copy_and_verify_rebuilds_it(
     assert "state verified:" in capsys.readouterr().out
 
 
+@pytest.mark.backends
 def test_an_erased_member_gets_no_request_and_the_rest_of_the_dispatch_goes_out(
     settings: Settings,
 ) -> None:
