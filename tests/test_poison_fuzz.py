@@ -26,7 +26,7 @@ ENGINE = Engine(Settings(), HANDLERS)
 KNOWN_CLASSES = {
     "empty", "truncated", "bad_magic", "unknown_schema", "wrong_topic", "invalid_utf8",
     "avro_decode", "trailing_bytes", "bad_uuid", "bad_text", "oversize", "bad_json",
-    "bad_embedding", "missing_tenant",
+    "bad_embedding", "missing_tenant", "bad_consent", "bad_sealing",
 }  # fmt: skip
 INPUT_VERSIONS = [v for v in catalog().versions if v.topic in ("commands", "profile-changes",
                                                                "receipts")]  # fmt: skip
