@@ -280,6 +280,8 @@ def test_a_database_run_on_one_server_is_distributed_once_it_has_citus(
                 "AND NOT c.relispartition AND a.attname = 'tenant_id'"
             ).fetchone() or (0,)
         assert any(f"distributed {tenant_tables} tables" in line for line in lines), lines
+        with db.connect(nodes[0]) as conn:  # the coordinator keeps no copy of the rows
+            assert conn.execute("SELECT pg_relation_size('tenant')").fetchone() == (0,)
         with db.connect(app) as conn, tenant_tx(conn, tenant):
             assert conn.execute("SELECT tenant_name FROM tenant").fetchall() == [("early",)]
     finally:
