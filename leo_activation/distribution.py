@@ -14,6 +14,8 @@ adds is distributed by the next ``migrate`` without that migration knowing about
   (``citus.propagate_set_commands``), so the tenant context reaches the shards;
 - a table whose tenant policy has one server's form (an InitPlan, which Citus refuses in a
   policy) is isolated again first (``leo_isolate_tenant`` picks the database's form);
+- the coordinator's own copies of rows distributed (a database that was single-server) are
+  emptied: they are in the shards, and must not stay readable on the coordinator's disk;
 - the statement-level reference checks (``leo_check_reference``, ``sql/migrations/0007``) become
   the foreign keys they stand for: a shard cannot look up another table from a trigger, and
   co-located foreign keys are checked on the shard itself.
@@ -84,6 +86,9 @@ def distribute(conn: psycopg.Connection[Any]) -> list[str]:
                 conn.execute(sql_text("queries/citus/reference_table.sql"), {"table": table})
                 replicated.append(table)
         if distributed:
+            conn.execute(sql_text("queries/citus/local_rows_off.sql"))
+            for table in reversed(distributed):  # a referencing table before what it references
+                conn.execute(sql_text("queries/citus/truncate_local.sql"), {"table": table})
             row = conn.execute(sql_text("queries/citus/shard_count.sql")).fetchone()
             shards = "?" if row is None else row[0]
             done.append(

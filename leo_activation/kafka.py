@@ -303,7 +303,7 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
         (n, settings.topic(n, output=True)) for n in logical if n in READ_AND_WRITTEN
     }
     missing = sorted((n, p) for n, p in physical if p not in metadata.topics)
-    existing = sorted(p for _, p in physical if p in metadata.topics)
+    existing = sorted((n, p) for n, p in physical if p in metadata.topics)
     _warn_weak_topics(settings, admin, metadata, existing)
     if not missing:
         return
@@ -336,22 +336,41 @@ def ensure_topics(settings: Settings, logical: Collection[str] = TOPIC_SUFFIXES)
 
 
 def _warn_weak_topics(
-    settings: Settings, admin: AdminClient, metadata: ClusterMetadata, topics: list[str]
+    settings: Settings,
+    admin: AdminClient,
+    metadata: ClusterMetadata,
+    topics: list[tuple[str, str]],
 ) -> None:
-    """One warning line per topic whose replication or ``min.insync.replicas`` is below the
-    settings: ``acks=all`` is then acknowledged by fewer copies than the deployment asks for."""
+    """One warning line per topic (logical, physical) whose replication or
+    ``min.insync.replicas`` is below the settings (``acks=all`` is then acknowledged by fewer
+    copies than the deployment asks for), and one per topic that should be compacted and is not
+    (made by a release before erasure: an erasure's tombstones would not remove what they name)."""
     if not topics:
         return
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
+    names = {physical: name for name, physical in topics}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for _, topic in topics]
     futures = admin.describe_configs(resources, request_timeout=ADMIN_TIMEOUT_S)
     for resource, future in futures.items():
         topic = resource.name
         replicas = min(len(p.replicas) for p in metadata.topics[topic].partitions.values())
         try:
-            entry = future.result().get("min.insync.replicas")
+            entries = future.result()
         except KafkaException as exc:
             log.warning("cannot read the configuration of topic %s: %s", topic, first_line(exc))
             continue
+        wanted_policy = TOPIC_CONFIGS.get(names[topic], {}).get("cleanup.policy")
+        policy = entries.get("cleanup.policy")
+        if wanted_policy and (
+            policy is None or set(str(policy.value).split(",")) != set(wanted_policy.split(","))
+        ):
+            log.warning(
+                "topic %s has cleanup.policy %s, not %s: an erasure's tombstones do not remove "
+                "what they name there; kafka-configs --alter --entity-type topics --entity-name "
+                "%s --add-config cleanup.policy=[%s]",
+                topic, None if policy is None else policy.value, wanted_policy, topic,
+                wanted_policy,
+            )  # fmt: skip
+        entry = entries.get("min.insync.replicas")
         min_isr = int(entry.value) if entry is not None and entry.value else 1
         if (
             replicas < settings.topic_replication_factor

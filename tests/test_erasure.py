@@ -11,6 +11,7 @@ and the ``profile_key`` table. ``verify`` rebuilds the same state from the compa
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -22,13 +23,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.cimpl import NewTopic
 
 from leo_activation.cli import main
 from leo_activation.codec import make_codec
 from leo_activation.contracts import from_json
 from leo_activation.db import connect
 from leo_activation.dev import corpus
-from leo_activation.kafka import ensure_topics, producer_config
+from leo_activation.kafka import connection_config, ensure_topics, producer_config
 from leo_activation.ops.dead_letters import list_dead_letters
 from leo_activation.producers import TopicProducer
 from leo_activation.producers.publish import publish
@@ -296,6 +298,7 @@ def test_erasure_leaves_no_readable_copy_and_verify_rebuilds_it(
     assert "state verified:" in capsys.readouterr().out
 
 
+@pytest.mark.backends
 def test_an_erased_member_gets_no_request_and_the_rest_of_the_dispatch_goes_out(
     settings: Settings,
 ) -> None:
@@ -395,3 +398,22 @@ def test_a_bad_key_is_dead_lettered_without_its_bytes_and_bad_sealing_is_named(
     raw = b"".join(m.value() or b"" for m in read_topic(settings, "dead-letters"))
     assert secret not in raw
     assert cli(settings, "dead-letters", "redrive", str(key_letter.id)) == 1
+
+
+def test_a_requests_topic_made_before_erasure_existed_is_named_at_start(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deployment made by an earlier release has a delivery-requests topic that is not
+    compacted: an erasure's tombstones would leave the profile's destinations there. Starting
+    says so, one line naming the topic and the command that fixes it."""
+    topic = settings.topic("delivery-requests")
+    admin = AdminClient(connection_config(settings))
+    admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "delete"})])[
+        topic
+    ].result()
+    caplog.set_level(logging.WARNING, logger="leo_activation.kafka")
+    ensure_topics(settings)
+    warned = [r.getMessage() for r in caplog.records if "cleanup.policy" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert f"topic {topic} has cleanup.policy delete, not compact,delete" in warned[0]
+    assert f"--entity-name {topic} --add-config cleanup.policy=[compact,delete]" in warned[0]

@@ -7,6 +7,8 @@ duplicate."""
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 
 import psycopg
 import pytest
@@ -14,12 +16,17 @@ import pytest
 from leo_activation.consumers import HANDLERS
 from leo_activation.dev import corpus
 from leo_activation.dev.corpus import Corpus
+from leo_activation.engine.decode import Polled
+from leo_activation.engine.handler import Envelope
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.stats import BatchStats
+from leo_activation.engine.waiting import CANNOT_TELL_MS, Waiting
+from leo_activation.kafka import reader
 from leo_activation.ops import verify
 from leo_activation.settings import Settings
 from tests.fix_app import publish_corpus, read_topic
 from tests.fix_db import DbUrls
+from tests.test_cli_errors import closed_port
 
 TENANTS, PROFILES, RECEIPTS = 4, 100, 600
 FILLERS = 800  # other tenants' registrations, ahead of the traffic's on the commands topic
@@ -107,3 +114,30 @@ def test_a_backlog_waiting_behind_its_registrations_is_applied_in_one_run(
     outcome = verify.verify(settings, live_group=settings.group_id, idle=3)
     assert outcome.difference is None, outcome.difference
     assert outcome.digest is not None
+
+
+@pytest.mark.timeout(300)
+def test_upstream_positions_the_cluster_does_not_answer_for_make_the_messages_wait(
+    settings: Settings,
+) -> None:
+    """Brokers that stop answering (a partitioned network, a client whose connection never
+    comes back) must not hold the loop in a question forever, where no signal stops it: after
+    its patience the upstream horizon is 'cannot tell', so every gated message waits (none is
+    judged on a guess) and the loop goes on polling."""
+    unreachable = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{closed_port()}"})
+    waiting = Waiting(unreachable, HANDLERS, patience_s=2.0)
+    upstream, gated = next(iter(waiting.gated.items()))
+    tenant = uuid.uuid4()
+    envelope = Envelope(sorted(gated)[0], 0, 0, None, "any", {}, tenant, None)
+    polled = Polled(messages=[], by_tenant={tenant: [envelope]}, dead=[], raw={}, spans={})
+    consumer = reader(unreachable, "test-horizons")
+    answers: list[dict[str, int | None]] = []
+    asking = threading.Thread(
+        target=lambda: answers.append(waiting.horizons(consumer, polled)), daemon=True
+    )
+    try:
+        asking.start()
+        asking.join(timeout=240)
+    finally:
+        consumer.close()
+    assert answers == [{upstream: CANNOT_TELL_MS}]

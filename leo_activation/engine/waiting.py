@@ -29,14 +29,19 @@ from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
+# an upstream horizon that could not be read: earlier than any message, so all of them wait
+CANNOT_TELL_MS = -(1 << 62)
 
 
 class Waiting:
     """What this assignment knows of waiting partitions; a rebalance forgets it (the next read
     is a replay from the committed offsets)."""
 
-    def __init__(self, settings: Settings, handlers: Sequence[Handler]) -> None:
+    def __init__(
+        self, settings: Settings, handlers: Sequence[Handler], patience_s: float = 60.0
+    ) -> None:
         self.settings = settings
+        self.patience_s = patience_s  # how long upstream positions are asked for, at most
         # logical upstream topic -> the logical topics whose messages wait for it
         self.gated: dict[str, set[str]] = {}
         for h in handlers:
@@ -139,15 +144,23 @@ class Waiting:
         applied first), or None if there is none. A partition whose committed offset is at its
         high watermark costs no read."""
         present = {e.topic for batch in polled.by_tenant.values() for e in batch}
-        delay = 0.5
+        upstreams = [upstream for upstream, topics in self.gated.items() if topics & present]
+        delay, deadline = 0.5, time.monotonic() + self.patience_s
         while True:
             try:
                 return {
                     upstream: self._unread_before(consumer, polled, upstream)
-                    for upstream, topics in self.gated.items()
-                    if topics & present
+                    for upstream in upstreams
                 }
             except KafkaException as exc:  # a leader moving (a broker restarts): read again
+                if time.monotonic() + delay > deadline:
+                    # Not forever: the loop must go on polling (and stop when asked). The gated
+                    # messages wait, and are judged again when the batch is read again.
+                    log.warning(
+                        "upstream positions not readable for %.0f s (%s): their messages wait",
+                        self.patience_s, exc.args[0],
+                    )  # fmt: skip
+                    return dict.fromkeys(upstreams, CANNOT_TELL_MS)
                 log.warning("upstream positions not readable (%s); retrying", exc.args[0])
                 time.sleep(delay)
                 delay = min(delay * 2, 10)
@@ -189,7 +202,7 @@ class Waiting:
                     known[_tp_coords(pending.pop(partition))] = timestamp_ms(msg)
                     found.append(timestamp_ms(msg))
             if pending:  # could not tell in time: everything waits rather than be misjudged
-                return -(1 << 62)
+                return CANNOT_TELL_MS
             return min(found, default=None)
         finally:
             probe.close()

@@ -17,7 +17,7 @@ WITH erasure AS (
     SELECT DISTINCT v.tenant_id, v.profile_id, v.key_id, %(request_ref)s
     FROM erasure e
     JOIN cdp_profile_version v ON v.tenant_id = e.tenant_id AND v.profile_id = e.profile_id
-    WHERE v.key_id IS NOT NULL
+    WHERE v.tenant_id = %(tenant_id)s AND v.profile_id = %(profile_id)s AND v.key_id IS NOT NULL
     ON CONFLICT (tenant_id, profile_id, key_id) DO NOTHING
     RETURNING key_id
 ), shredded AS (
@@ -32,6 +32,7 @@ WITH erasure AS (
         mobile_number_sealed = NULL, push_token_sealed = NULL, raw_attributes_sealed = NULL,
         erased_at = %(erased_at)s, erasure_ref = %(request_ref)s
     FROM erasure e
-    WHERE p.tenant_id = e.tenant_id AND p.profile_id = e.profile_id
+    WHERE p.tenant_id = %(tenant_id)s AND p.profile_id = %(profile_id)s
+      AND p.tenant_id = e.tenant_id AND p.profile_id = e.profile_id
 )
 SELECT (SELECT count(*) FROM erasure) > 0, ARRAY(SELECT key_id FROM destroyed ORDER BY key_id)
