@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from leo_activation import contracts
 from leo_activation.addresses import ADDRESS_KEYS, is_address_key
-from leo_activation.bulk import copy_line
+from leo_activation.bulk import copy_line, extended
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, SchemaVersion, SingleObjectCodec
 from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
@@ -344,28 +344,36 @@ def test_a_corpus_is_prepared_natively_and_the_same() -> None:
 pg_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
 
 
+pg_labels = st.lists(pg_text | edge_labels.filter(lambda t: "\x00" not in t), max_size=5)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     row=st.tuples(
         pg_text | edge_labels.filter(lambda t: "\x00" not in t),
-        st.lists(pg_text | edge_labels.filter(lambda t: "\x00" not in t), max_size=5),
+        pg_labels,
         st.binary(max_size=40),
         st.datetimes(timezones=st.just(UTC)),
         st.uuids(),
         st.none() | st.integers(-(2**63), 2**63 - 1),
-    )
+    ),
+    more=st.tuples(pg_labels, st.lists(st.uuids(), max_size=3)),
 )
 def test_copy_lines_read_back_as_their_values(
-    db: DbUrls, row: tuple[str, list[str], bytes, datetime, uuid.UUID, int | None]
+    db: DbUrls,
+    row: tuple[str, list[str], bytes, datetime, uuid.UUID, int | None],
+    more: tuple[list[str], list[uuid.UUID]],
 ) -> None:
     """``bulk.copy_line``, which the native lines are held equal to, says what the row says:
-    text, a text array, bytea, timestamptz, uuid and bigint read back as the values written."""
+    text, a text array, bytea, timestamptz, uuid and bigint read back as the values written; and
+    fields added at the end of a ready line (``bulk.extended``, as the recorded segments and
+    snapshots are to a profile's) read back as theirs."""
     with psycopg.connect(db.admin_url) as conn:
         conn.execute("CREATE TEMP TABLE t (a text, b text[], c bytea, d timestamptz, e uuid, "
-                     "f bigint)")  # fmt: skip
+                     "f bigint, g text[], h uuid[])")  # fmt: skip
         with conn.cursor() as cur, cur.copy("COPY t FROM STDIN") as copy:
-            copy.write(copy_line(row))
-        assert conn.execute("SELECT * FROM t").fetchone() == row
+            copy.write(extended(copy_line(row), copy_line(more)))
+        assert conn.execute("SELECT * FROM t").fetchone() == row + more
 
 
 def _drain(settings_: Settings, *, use_native: bool) -> None:
