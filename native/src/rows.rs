@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::avro::{iso_utc, uuid_text, Value};
-use crate::canonical::quote;
+use crate::canonical::{comma_separated, quote};
 use crate::Decoded;
 
 /// Where a message came from: the last columns of a receipt's row.
@@ -199,10 +199,7 @@ impl Line {
     /// a text array literal, elements quoted unless bare (psycopg's rule)
     fn array(&mut self, items: &[&str]) {
         let mut literal = String::from("{");
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                literal.push(',');
-            }
+        comma_separated(&mut literal, items, |literal, item| {
             let bare = !item.is_empty()
                 && !item.eq_ignore_ascii_case("null")
                 && !item.contains([
@@ -220,7 +217,7 @@ impl Line {
                 }
                 literal.push('"');
             }
-        }
+        });
         literal.push('}');
         self.text(&literal);
     }
@@ -406,14 +403,11 @@ fn consents(records: &[Vec<Value<'_>>], rules: &Rules) -> Option<String> {
     }
     by_channel.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = String::from("{");
-    for (i, (channel, fact)) in by_channel.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        quote(&mut out, channel);
+    comma_separated(&mut out, &by_channel, |out, (channel, fact)| {
+        quote(out, channel);
         out.push(':');
         out.push_str(fact);
-    }
+    });
     out.push('}');
     Some(out)
 }
@@ -489,12 +483,7 @@ fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Opt
         content.push(',');
     }
     content.push('[');
-    for (i, label) in labels.iter().enumerate() {
-        if i > 0 {
-            content.push(',');
-        }
-        quote(&mut content, label);
-    }
+    comma_separated(&mut content, &labels, |out, label| quote(out, label));
     content.push_str("],");
     content.push_str(attributes);
     content.push(',');
@@ -512,14 +501,11 @@ fn profile(decoded: &Decoded<'_>, slots: &[usize], context: &Context<'_>) -> Opt
         }
         entries.sort_unstable_by_key(|(name, _)| *name);
         content.push_str(",{");
-        for (i, (name, value)) in entries.iter().enumerate() {
-            if i > 0 {
-                content.push(',');
-            }
-            quote(&mut content, name);
-            content.push(':');
-            quote(&mut content, value);
-        }
+        comma_separated(&mut content, &entries, |out, (name, value)| {
+            quote(out, name);
+            out.push(':');
+            quote(out, value);
+        });
         content.push('}');
     }
     content.push(']');
