@@ -7,6 +7,7 @@ million messages; the bytes on the topic come from the product's codec either wa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
@@ -18,6 +19,8 @@ from leo_activation.codec import make_codec
 from leo_activation.contracts import from_json
 from leo_activation.kafka import ensure_topics, message_key
 from leo_activation.producers import TopicProducer
+from leo_activation.producers.profile_keys import KeyRing
+from leo_activation.sealing import SEALED_FIELDS
 from leo_activation.settings import Settings
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -88,9 +91,16 @@ def profile_changes(
                         sort_keys=True,
                         separators=(",", ":"),
                     ),
+                    # every other profile with its email consent (the shape since v3)
+                    "consents": [] if p % 2 else [{
+                        "channel": "email", "state": "granted", "legal_basis": "consent",
+                        "source": "web-form", "occurred_at": EPOCH,
+                    }],
+                    # nothing sealed (the shape since v4); ``sealed`` seals it
+                    "key_id": None, **{f"{name}_sealed": None for name in SEALED_FIELDS},
                     "correlation_id": None,
                 },
-            )
+            )  # fmt: skip
             for s in range(segments):
                 if rng.random() < join_rate:
                     sequences[s] += 1
@@ -109,16 +119,37 @@ def profile_changes(
                     )
 
 
+def sealed(messages: Iterable[Message]) -> Iterator[Message]:
+    """``messages`` as the product's producers publish them: every upsert sealed (ProfileUpsert
+    v4, ``KeyRing.sealed``) under a data key of its profile. The keys are made from the profile's
+    id, not drawn at random as a key ring's are, so that every run publishes the same bytes; the
+    keys topic is not written (the profile-changes consumer does not read it)."""
+    ring = KeyRing()
+    for kind, record in messages:
+        if kind != "profile_upsert":
+            yield kind, record
+            continue
+        profile = (record["tenant_id"], record["profile_id"])
+        if profile not in ring.keys:
+            key_id = uuid.uuid5(NAMESPACE, f"{profile[0]}:{profile[1]}:key")
+            ring.keys[profile] = (key_id, hashlib.sha512(key_id.bytes).digest())
+        yield kind, ring.sealed(record)
+
+
 def _as_json(kind: str, record: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": kind}
-    for name, value in record.items():
-        if isinstance(value, uuid.UUID):
-            out[name] = str(value)
-        elif isinstance(value, datetime):
-            out[name] = value.isoformat()
-        else:
-            out[name] = value
-    return out
+    return {"type": kind, **{name: _json_value(value) for name, value in record.items()}}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):  # a record inside an array (a consent fact)
+        return {name: _json_value(item) for name, item in value.items()}
+    return value
 
 
 def self_check(topic: str, messages: Iterable[Message], sample: int = 50) -> None:

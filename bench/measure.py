@@ -55,10 +55,12 @@ class _TimedEngine(Engine):
     """The real engine; only notes when its first batch arrived and stops once ``expected``
     messages are accounted for (so the idle wait at the end is not timed)."""
 
-    def __init__(self, settings: Settings, expected: int, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, expected: int, *, native: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(settings, HANDLERS, on_batch=self._batch_done, **kwargs)
         self.decoder = self.timed = _FirstBatchDecoder(
-            self.codec, HANDLERS, self.logical_by_physical, self.group
+            self.codec, HANDLERS, self.logical_by_physical, self.group, native=native
         )
         self.expected = expected
         self.last = 0.0
@@ -82,10 +84,11 @@ class _TimedEngine(Engine):
 
 
 def engine_rate(
-    settings: Settings, topics: Sequence[str], expected: int
+    settings: Settings, topics: Sequence[str], expected: int, *, native: bool = True
 ) -> tuple[Rate, BatchStats]:
-    """Messages per second through ``Engine`` (first batch polled -> last batch committed)."""
-    engine = _TimedEngine(settings, expected, topics=topics)
+    """Messages per second through ``Engine`` (first batch polled -> last batch committed);
+    ``native=False``: with the native extension off, every message on the Python path."""
+    engine = _TimedEngine(settings, expected, topics=topics, native=native)
     engine.run(until_idle=30)
     if engine.first is None or engine.settled < expected:
         raise RuntimeError(f"engine settled {engine.settled} of {expected} messages")

@@ -134,10 +134,24 @@ def _verdict(value: float, target: float) -> str:
 
 
 def _throughput_section(
-    report: Report, name: str, e2e: Rate, *, decode: Rate, copy: Rate, naive_r: Rate
+    report: Report,
+    name: str,
+    e2e: Rate,
+    *,
+    python_path: Rate,
+    decode: Rate,
+    copy: Rate,
+    naive_r: Rate,
 ) -> None:
     ceiling = min(decode.per_second, copy.per_second)
     report.add(name, "end to end (Engine, Kafka -> PostgreSQL)", _rate(e2e), f"{e2e.count:,} msgs")
+    native_gain = e2e.per_second / python_path.per_second
+    report.add(
+        name,
+        "end to end, Python path alone (native off)",
+        _rate(python_path),
+        f"native / Python path: {native_gain:.2f}x",
+    )
     report.add(
         name, "ceiling a: bare consumer, decode only", _rate(decode), f"{decode.count:,} msgs"
     )
@@ -159,6 +173,8 @@ def _throughput_section(
     report.add(name, "end to end / naive", f"{speedup:.1f}x", f"target >= 20x {verdict}")
     report.facts[name] = {
         "e2e_per_s": e2e.per_second,
+        "python_path_per_s": python_path.per_second,
+        "e2e_over_python_path": native_gain,
         "decode_per_s": decode.per_second,
         "copy_per_s": copy.per_second,
         "naive_per_s": naive_r.per_second,
@@ -180,20 +196,25 @@ def _engine_and_decode(
     topic: str,
     batch: int,
     messages: Iterable[gen.Message],
-) -> tuple[int, Rate, Rate]:
-    """Publish the section's corpus, then measure the engine on it (into its own database) and
-    ceiling (a) on the same topic: (messages, end to end, decode only)."""
-    database = env.fresh_database(f"{label}_e2e")
-    env.add_tenants(database, tenants)
-    settings = env.settings(database, prefix, f"{label}-e2e", batch_size=batch)
-    started = time.perf_counter()
-    n = gen.publish(settings, topic, messages)
-    print(f"  published {n:,} {topic} in {time.perf_counter() - started:.1f}s", flush=True)
-    e2e, stats = engine_rate(settings, [topic], n)
-    assert stats.applied == n, stats
-    assert stats.dead_lettered == 0, stats
+) -> tuple[int, Rate, Rate, Rate]:
+    """Publish the section's corpus, then measure the engine on it, with the native path and
+    with the Python path alone (each into its own database), and ceiling (a) on the same topic:
+    (messages, end to end, end to end on the Python path, decode only)."""
+    rates = []
+    for path, native in (("e2e", True), ("py", False)):
+        database = env.fresh_database(f"{label}_{path}")
+        env.add_tenants(database, tenants)
+        settings = env.settings(database, prefix, f"{label}-{path}", batch_size=batch)
+        if native:
+            started = time.perf_counter()
+            n = gen.publish(settings, topic, messages)
+            print(f"  published {n:,} {topic} in {time.perf_counter() - started:.1f}s", flush=True)
+        rate, stats = engine_rate(settings, [topic], n, native=native)
+        assert stats.applied == n, stats
+        assert stats.dead_lettered == 0, stats
+        rates.append(rate)
     decode = decode_only_rate(settings, topic, n, f"bench-{env.run_id}-{label}-decode")
-    return n, e2e, decode
+    return n, rates[0], rates[1], decode
 
 
 def _naive(
@@ -219,7 +240,7 @@ def bench_receipts(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     tenants = gen.bench_tenants(1, 4)
     gen.self_check("receipts", gen.receipts(tenants, 100))
     prefix = env.prefix("rc")
-    n, e2e, decode = _engine_and_decode(
+    n, e2e, python_path, decode = _engine_and_decode(
         env, tenants, prefix=prefix, label="rc", topic="receipts", batch=batch,
         messages=gen.receipts(tenants, n),
     )  # fmt: skip
@@ -238,7 +259,8 @@ def bench_receipts(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     naive_r = _naive(env, tenants, prefix=prefix, label="rc", topic="receipts",
                      count=min(n, int(sizes["naive"])), batch=batch,
                      apply_one=naive.receipt)  # fmt: skip
-    _throughput_section(report, "receipts", e2e, decode=decode, copy=copy, naive_r=naive_r)
+    _throughput_section(report, "receipts", e2e, python_path=python_path, decode=decode, copy=copy,
+                        naive_r=naive_r)  # fmt: skip
 
 
 def bench_profiles(env: BenchEnv, report: Report, sizes: Sizes) -> None:
@@ -246,12 +268,13 @@ def bench_profiles(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     tenants = gen.bench_tenants(2, 4)
     per_tenant = max(1, int(sizes["profiles"]) // len(tenants))
 
-    def messages() -> Iterator[gen.Message]:
-        return gen.profile_changes(tenants, per_tenant)
+    gen.self_check("profile-changes", gen.profile_changes(tenants, per_tenant))
 
-    gen.self_check("profile-changes", messages())
+    def messages() -> Iterator[gen.Message]:  # sealed, as the product's producers publish them
+        return gen.sealed(gen.profile_changes(tenants, per_tenant))
+
     prefix = env.prefix("pc")
-    n, e2e, decode = _engine_and_decode(
+    n, e2e, python_path, decode = _engine_and_decode(
         env, tenants, prefix=prefix, label="pc", topic="profile-changes", batch=batch,
         messages=messages(),
     )  # fmt: skip
@@ -283,7 +306,8 @@ def bench_profiles(env: BenchEnv, report: Report, sizes: Sizes) -> None:
     naive_r = _naive(env, tenants, prefix=prefix, label="pc", topic="profile-changes",
                      count=min(n, int(sizes["naive"])), batch=batch,
                      apply_one=naive.profile_change)  # fmt: skip
-    _throughput_section(report, "profile changes", e2e, decode=decode, copy=copy, naive_r=naive_r)
+    _throughput_section(report, "profile changes", e2e, python_path=python_path, decode=decode,
+                        copy=copy, naive_r=naive_r)  # fmt: skip
 
 
 def bench_snapshot(env: BenchEnv, report: Report, sizes: Sizes) -> None:

@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import fastavro
+import psycopg
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from leo_activation import contracts
 from leo_activation.addresses import ADDRESS_KEYS, is_address_key
+from leo_activation.bulk import copy_line, extended
 from leo_activation.codec import SINGLE_OBJECT_MAGIC, SchemaVersion, SingleObjectCodec
 from leo_activation.consumers import HANDLERS
 from leo_activation.contracts import from_json
@@ -26,6 +33,8 @@ from leo_activation.engine import native
 from leo_activation.engine.decode import CORRELATION_HEADER, Decoder, Polled
 from leo_activation.engine.loop import Engine
 from leo_activation.ops.digest import state_digest
+from leo_activation.producers.profile_keys import KeyRing
+from leo_activation.sealing import SEALED_FIELDS
 from leo_activation.settings import Settings
 from tests.fix_app import deployment_settings, publish_corpus
 from tests.fix_db import DbUrls, fresh_database
@@ -64,7 +73,7 @@ def outcome(polled: Polled) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]
     only the row), and every dead letter, in offset order."""
     envelopes = sorted(
         (e.offset, e.topic, e.partition, e.key, e.kind, e.tenant_id, e.correlation_id, e.row,
-         e.published_ms)
+         e.published_ms, e.row_key)
         for batch in polled.by_tenant.values() for e in batch
     )  # fmt: skip
     dead = sorted(
@@ -95,9 +104,11 @@ def encoded(version: SchemaVersion, schema: dict[str, Any], record: dict[str, An
     return SINGLE_OBJECT_MAGIC + version.fingerprint + body.getvalue()
 
 
-def test_the_extension_is_built_and_prepares_receipts() -> None:
+def test_the_extension_is_built_and_prepares_receipts_and_profile_changes() -> None:
     assert NATIVE.native is not None, "scripts/bootstrap.sh builds the extension"
-    assert "delivery_receipt" in NATIVE.native.kinds()
+    assert {"delivery_receipt", "profile_upsert", "segment_membership_change"} <= set(
+        NATIVE.native.kinds()
+    )
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
@@ -189,8 +200,108 @@ def test_receipts_keep_no_address_on_either_path(
     for batch in polled.by_tenant.values():
         for e in batch:
             assert e.row is not None
-            assert e.row[4] is None  # destination
-            assert addresses_in(json.loads(e.row[8])) == []  # provider_response
+            fields = copy_fields(e.row)
+            assert fields[4] is None  # destination
+            assert addresses_in(json.loads(str(fields[8]))) == []  # provider_response
+
+
+_COPY_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "b": "\b", "f": "\f", "v": "\v"}
+
+
+def copy_fields(line: bytes) -> list[str | None]:
+    """The fields of a COPY text line (``bulk.copy_line``): ``\\N`` is NULL, escapes undone."""
+    return [
+        None if field == "\\N" else re.sub(r"\\(.)", lambda m: _COPY_UNESCAPES[m[1]], field)
+        for field in line.decode().removesuffix("\n").split("\t")
+    ]
+
+
+# what a label or a consent text may hold that COPY text or an array literal must escape
+edge_labels = st.sampled_from(["", "NULL", "null", "nUlL", "a b", 'q"x', "b\\s", "{x}", "a,b",
+                               "é", "x\ty", "\x0b", "l\x00", "\u2028", "x" * 200,
+                               "x" * 201])  # fmt: skip
+consent_facts = st.fixed_dictionaries({
+    "channel": st.sampled_from(["email", "sms", "push", "zalo"]) | edge_text,
+    "state": st.sampled_from(["granted", "revoked"]) | edge_text,
+    "legal_basis": edge_text | st.sampled_from(["x" * 200, "x" * 201, "a\x00b"]),
+    "source": edge_text | st.sampled_from(["web-form", "é" * 201]),
+    "occurred_at": st.datetimes(timezones=st.just(UTC)),
+})  # fmt: skip
+UPSERT_VERSIONS = [v for v in INPUT_VERSIONS if v.kind == "profile_upsert"]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    data=st.data(),
+    version=st.sampled_from(UPSERT_VERSIONS),
+    labels=st.lists(edge_labels | edge_text, max_size=5),
+    consents=st.lists(consent_facts, max_size=4),
+    attributes=st.dictionaries(edge_text, edge_floats | edge_text | json_values, max_size=4),
+)
+def test_profile_upserts_get_the_same_line_and_key(
+    data: st.DataObject,
+    version: SchemaVersion,
+    labels: list[str],
+    consents: list[dict[str, Any]],
+    attributes: dict[str, Any],
+) -> None:
+    """Labels sorted and quoted, consents by channel (or poisoned), the content hash and the
+    profile's key: the same either way, for every upsert version."""
+    record = data.draw(_strategy(version.schema))
+    names = {f["name"] for f in version.schema["fields"]}
+    record["raw_attributes"] = json.dumps(attributes, ensure_ascii=False)
+    if "data_labels" in names:
+        record["data_labels"] = labels
+    if "consents" in names:
+        record["consents"] = consents
+    value = encoded(version, version.schema, record)
+    assert_same([message("profile-changes", 0, value, None)])
+
+
+SEALED_LIMITS = {name: contracts._max_len(f"{name}_sealed") for name in SEALED_FIELDS}
+PLAINTEXT_FIELDS = SEALED_FIELDS[:-1]  # raw_attributes has "{}" for none
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    data=st.data(),
+    sealing=st.sampled_from(["sealed", "plaintext", "sealed, plaintext too", "sealed, no key"]),
+    attributes=st.dictionaries(edge_text, edge_floats | edge_text | json_values, max_size=3),
+)
+def test_sealed_upserts_get_the_same_line_and_key(
+    data: st.DataObject, sealing: str, attributes: dict[str, Any]
+) -> None:
+    """ProfileUpsert v4 as the key ring writes it (a key id, the personal fields sealed, none in
+    plaintext, sealed fields up to and past their limits) is prepared natively; the same line,
+    content hash and key, or the same dead letter, either way, for it and the shapes that
+    poison it."""
+    version = UPSERT_VERSIONS[-1]
+    record = data.draw(_strategy(version.schema))
+    record["raw_attributes"] = json.dumps(attributes, ensure_ascii=False)
+    record["consents"] = data.draw(st.lists(consent_facts, max_size=2))
+    record["key_id"] = None if sealing in ("plaintext", "sealed, no key") else uuid.uuid4()
+    for name, limit in SEALED_LIMITS.items():
+        sizes = st.sampled_from([limit, limit + 1]).flatmap(
+            lambda n: st.binary(min_size=n, max_size=n)
+        )
+        sealed = st.none() | st.binary(max_size=40) | sizes
+        record[f"{name}_sealed"] = None if sealing == "plaintext" else data.draw(sealed)
+    if sealing == "sealed":
+        record.update(dict.fromkeys(PLAINTEXT_FIELDS), raw_attributes="{}")
+    elif sealing == "sealed, plaintext too" and data.draw(st.booleans()):
+        record.update(dict.fromkeys(PLAINTEXT_FIELDS))  # then the attributes are the plaintext
+    msg = message("profile-changes", 0, encoded(version, version.schema, record), None)
+    got = assert_same([msg])
+    fits = all(
+        record[f"{name}_sealed"] is None or len(record[f"{name}_sealed"]) <= limit
+        for name, limit in SEALED_LIMITS.items()
+    )
+    # what the native path leaves to the Python one: a NUL in a label (PostgreSQL refuses it
+    # there), and whatever the Python path dead-letters
+    nul_label = any("\x00" in label for label in record["data_labels"])
+    if sealing == "sealed" and fits and not record["consents"] and not nul_label and not got.dead:
+        [prepared] = NATIVE.prepare_native(["profile-changes"], [msg], [0], [0])
+        assert prepared is not None
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -204,18 +315,65 @@ def test_arbitrary_bytes_give_the_same_outcome(
 
 
 def test_a_corpus_is_prepared_natively_and_the_same() -> None:
-    """The shapes the product meets are taken by the native path, not left to Python."""
+    """The shapes the product meets are taken by the native path, not left to Python: profile
+    upserts as the product's producers publish them, sealed (ProfileUpsert v4)."""
     c = corpus.build(3, n_tenants=2, n_profiles=8, n_segments=2, n_receipts=40)
     codec = SingleObjectCodec()
-    for topic in ("receipts",):
+    ring = KeyRing()
+    for topic in ("receipts", "profile-changes"):
+        records: list[tuple[str, Mapping[str, Any]]] = [
+            from_json(topic, m) for m in c.topics[topic]
+        ]
+        if topic == "profile-changes":
+            sealed = ring.seal_all(records)
+            records = [(kind, record) for t, kind, record in sealed if t == topic]
+            assert any(r.get("key_id") for _, r in records)
         messages = [
-            message(topic, i, codec.encode(*from_json(topic, m)), None)
-            for i, m in enumerate(c.topics[topic])
+            message(topic, i, codec.encode(kind, record), None)
+            for i, (kind, record) in enumerate(records)
         ]
         polled = assert_same(messages)
-        prepared = NATIVE.prepare_native([topic] * len(messages), messages)
+        prepared = NATIVE.prepare_native(
+            [topic] * len(messages), messages, [m.partition() or 0 for m in messages],
+            [m.offset() or 0 for m in messages],
+        )  # fmt: skip
         assert all(p is not None for p in prepared), topic
         assert sum(map(len, polled.by_tenant.values())) == len(messages)
+
+
+pg_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
+
+
+pg_labels = st.lists(pg_text | edge_labels.filter(lambda t: "\x00" not in t), max_size=5)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    row=st.tuples(
+        pg_text | edge_labels.filter(lambda t: "\x00" not in t),
+        pg_labels,
+        st.binary(max_size=40),
+        st.datetimes(timezones=st.just(UTC)),
+        st.uuids(),
+        st.none() | st.integers(-(2**63), 2**63 - 1),
+    ),
+    more=st.tuples(pg_labels, st.lists(st.uuids(), max_size=3)),
+)
+def test_copy_lines_read_back_as_their_values(
+    db: DbUrls,
+    row: tuple[str, list[str], bytes, datetime, uuid.UUID, int | None],
+    more: tuple[list[str], list[uuid.UUID]],
+) -> None:
+    """``bulk.copy_line``, which the native lines are held equal to, says what the row says:
+    text, a text array, bytea, timestamptz, uuid and bigint read back as the values written; and
+    fields added at the end of a ready line (``bulk.extended``, as the recorded segments and
+    snapshots are to a profile's) read back as theirs."""
+    with psycopg.connect(db.admin_url) as conn:
+        conn.execute("CREATE TEMP TABLE t (a text, b text[], c bytea, d timestamptz, e uuid, "
+                     "f bigint, g text[], h uuid[])")  # fmt: skip
+        with conn.cursor() as cur, cur.copy("COPY t FROM STDIN") as copy:
+            copy.write(extended(copy_line(row), copy_line(more)))
+        assert conn.execute("SELECT * FROM t").fetchone() == row + more
 
 
 def _drain(settings_: Settings, *, use_native: bool) -> None:

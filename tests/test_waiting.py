@@ -129,7 +129,7 @@ def test_upstream_positions_the_cluster_does_not_answer_for_make_the_messages_wa
     upstream, gated = next(iter(waiting.gated.items()))
     tenant = uuid.uuid4()
     envelope = Envelope(sorted(gated)[0], 0, 0, None, "any", {}, tenant, None)
-    polled = Polled(messages=[], by_tenant={tenant: [envelope]}, dead=[], raw={})
+    polled = Polled(messages=[], by_tenant={tenant: [envelope]}, dead=[], raw={}, spans={})
     consumer = reader(unreachable, "test-horizons")
     answers: list[dict[str, int | None]] = []
     asking = threading.Thread(

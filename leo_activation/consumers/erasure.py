@@ -28,6 +28,7 @@ from leo_activation.engine.handler import (
     Emit,
     Envelope,
     Outgoing,
+    Row,
 )
 from leo_activation.producers.delivery_requests import TOPIC as REQUESTS_TOPIC
 from leo_activation.resources import sql_text
@@ -36,10 +37,18 @@ KIND = "profile_erase"
 KEYS_TOPIC = "profile-keys"
 
 
-def erase(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, e: Envelope) -> ApplyResult:
-    """Apply one erasure in the tenant's transaction."""
+def prepare(e: Envelope) -> Row:
+    """An erasure's row: no COPY line (``erase`` applies it with a statement of its own), keyed
+    by what ``erase`` reads: the profile, the request's reference and when it was made."""
     r = e.record
-    profile_id = uuid.UUID(str(r["profile_id"]))
+    return Row(None, (uuid.UUID(str(r["profile_id"])), r["request_ref"], r["occurred_at"]))
+
+
+def erase(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, e: Envelope, key: tuple[Any, ...]
+) -> ApplyResult:
+    """Apply one erasure (``key``: its ``prepare``d key) in the tenant's transaction."""
+    profile_id, request_ref, erased_at = key
     params = {"tenant_id": tenant_id, "profile_id": profile_id, "published_ms": e.published_ms}
     query = sql_text("queries/erasure/keys_published_before.sql")
     published_before = [row[0] for row in conn.execute(query, params)]
@@ -48,8 +57,8 @@ def erase(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, e: Envelope) -> A
         {
             "tenant_id": tenant_id,
             "profile_id": profile_id,
-            "request_ref": r["request_ref"],
-            "erased_at": r["occurred_at"],
+            "request_ref": request_ref,
+            "erased_at": erased_at,
             "correlation_id": e.correlation_id,
         },
     ).fetchone()
@@ -66,7 +75,7 @@ def erase(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, e: Envelope) -> A
     # also for a duplicate: a crash after the database commit and before the Kafka one must not
     # lose the tombstones
     keys = sorted(set(destroyed) | set(published_before))
-    result.later[("erase", tenant_id, profile_id, r["request_ref"])] = Emit(
+    result.later[("erase", tenant_id, profile_id, request_ref)] = Emit(
         functools.partial(_tombstones, tenant_id, profile_id, keys)
     )
     return result

@@ -30,10 +30,10 @@ import psycopg
 from psycopg import sql
 
 from leo_activation import db, ids
-from leo_activation.bulk import stage
+from leo_activation.bulk import copy_line, extended, stage
 from leo_activation.consumers import dispatch, erasure, snapshots, tenancy
 from leo_activation.contracts import DEFAULT_MAX_TEXT
-from leo_activation.engine.handler import ApplyResult, Envelope, Gate
+from leo_activation.engine.handler import ApplyResult, Envelope, Gate, Row
 from leo_activation.errors import PoisonMessage
 from leo_activation.resources import sql_text
 from leo_activation.sealing import SEALED_FIELDS
@@ -45,7 +45,7 @@ PROFILE_COLUMNS = (
 )  # fmt: skip
 # what a new profile starts with: recorded for it before it arrived (profiles/recorded.sql)
 RECORDED_COLUMNS = ("segments", "segment_snapshots")
-NOTHING_RECORDED: tuple[list[str], list[uuid.UUID]] = ([], [])
+NOTHING_RECORDED = copy_line(([], []))
 CONSENT_STATES = frozenset({"granted", "revoked"})
 MEMBERSHIP_COLUMNS = (
     "tenant_id", "segment_key", "sequence", "profile_id", "action", "occurred_at",
@@ -136,26 +136,25 @@ def refuse_version_conflicts(
     duplicate)."""
     # offset order: a batch may hold re-read messages after newer ones
     upserts = sorted(upserts, key=lambda e: (e.partition, e.offset))
-    rows = [_row(e) for e in upserts]
-    known: dict[tuple[uuid.UUID, int], set[bytes]] = {}
+    keys = [_key(e) for e in upserts]  # (profile id text, version, content hash)
+    known: dict[tuple[str, int], set[bytes]] = {}
     params = {
         "tenant_id": tenant_id,
-        "profiles": [r[1] for r in rows],
-        "versions": [r[8] for r in rows],
+        "profiles": [k[0] for k in keys],
+        "versions": [k[1] for k in keys],
     }
     for profile, version, content_hash in conn.execute(
         sql_text("queries/profiles/versions_known.sql"), params
     ):
-        known.setdefault((profile, version), set()).add(bytes(content_hash))
+        known.setdefault((str(profile), version), set()).add(bytes(content_hash))
     accepted: list[Envelope] = []
-    for e, r in zip(upserts, rows, strict=True):
-        key, content_hash = (r[1], r[8]), r[9]
-        hashes = known.setdefault(key, set())
+    for e, (profile, version, content_hash) in zip(upserts, keys, strict=True):
+        hashes = known.setdefault((profile, version), set())
         if hashes and content_hash not in hashes:
             result.rejected.append((e, PoisonMessage(
                 "version_conflict",
-                f"profile {r[1]} version {r[8]} is already recorded with different content; "
-                "a CDP version is final once published",
+                f"profile {profile} version {version} is already recorded with different "
+                "content; a CDP version is final once published",
             )))  # fmt: skip
             continue
         hashes.add(content_hash)
@@ -163,12 +162,49 @@ def refuse_version_conflicts(
     return accepted
 
 
-def _row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
-    if e.row is not None:
-        return e.row
+def prepare_row(e: Envelope, json_fields: Mapping[str, Any] | None = None) -> Row:
+    """The COPY line of a profile upsert (keyed by its profile id text, version and content hash)
+    or of a membership change (keyed by its segment and profile id text); an erasure's key
+    (``erasure.prepare``)."""
     if e.kind == "profile_upsert":
-        return profile_row(e, (json_fields or {}).get("raw_attributes"))
-    return membership_row(e)
+        row = profile_row(e, (json_fields or {}).get("raw_attributes"))
+        return Row(copy_line(row), (str(row[1]), row[8], row[9]))
+    if e.kind == erasure.KIND:
+        return erasure.prepare(e)
+    row = membership_row(e)
+    return Row(copy_line(row), (row[1], str(row[3])))
+
+
+def _prepared(e: Envelope) -> Row:
+    return prepare_row(e) if e.row_key is None else Row(e.row, e.row_key)
+
+
+def _line(e: Envelope) -> bytes:
+    line = _prepared(e).line
+    assert line is not None, "prepare_row writes a line for every upsert and membership change"
+    return line
+
+
+def _key(e: Envelope) -> tuple[Any, ...]:
+    key = _prepared(e).key
+    assert key is not None, "prepare_row keys every row"
+    return key
+
+
+def _with_recorded(
+    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, upserts: list[Envelope]
+) -> list[bytes]:
+    """The upserts' COPY lines, each with what is recorded for its profile already
+    (``RECORDED_COLUMNS``) added at its end."""
+    profiles = sorted({uuid.UUID(_key(e)[0]) for e in upserts})
+    recorded = {
+        str(profile): copy_line((segments, snapshots))
+        for profile, segments, snapshots in conn.execute(
+            _with_segments("queries/profiles/recorded.sql"),
+            {"tenant_id": tenant_id, "profile_ids": profiles},
+        )
+    }
+    return [extended(_line(e), recorded.get(_key(e)[0], NOTHING_RECORDED)) for e in upserts]
 
 
 def _in_topic_order(e: Envelope) -> tuple[int, int]:
@@ -198,11 +234,11 @@ def _unblocked(
 class ProfileChangesHandler:
     topic = "profile-changes"
     gate: Gate | None = tenancy.TENANCY
+    # what consents_by_channel allows, for the native path to accept exactly the same facts
+    native_rules = {"consent_channels": dispatch.CHANNELS, "consent_states": CONSENT_STATES}
 
-    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        if envelope.kind == erasure.KIND:
-            return None
-        return _row(envelope, json_fields)
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> Row:
+        return prepare_row(envelope, json_fields)
 
     def apply(
         self,
@@ -221,7 +257,7 @@ class ProfileChangesHandler:
             if e.kind == erasure.KIND:
                 self._apply_changes(conn, tenant_id, part, result)
                 part = []
-                result.merge(erasure.erase(conn, tenant_id, e))
+                result.merge(erasure.erase(conn, tenant_id, e, _key(e)))
             else:
                 part.append(e)
         self._apply_changes(conn, tenant_id, part, result)
@@ -239,16 +275,8 @@ class ProfileChangesHandler:
             upserts = refuse_version_conflicts(conn, tenant_id, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
         if upserts:
-            rows = [_row(e) for e in upserts]
-            profiles = {"tenant_id": tenant_id, "profile_ids": sorted({r[1] for r in rows})}
-            recorded = {
-                profile: (segments, snapshots)
-                for profile, segments, snapshots in conn.execute(
-                    _with_segments("queries/profiles/recorded.sql"), profiles
-                )
-            }
-            staged = (r + recorded.get(r[1], NOTHING_RECORDED) for r in rows)
-            stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS), staged)
+            stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS),
+                  _with_recorded(conn, tenant_id, upserts))  # fmt: skip
             changed = db.written(conn.execute(sql_text("queries/profiles/upsert.sql")))
             versions = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchall()
             new_versions = len(versions)
@@ -260,15 +288,15 @@ class ProfileChangesHandler:
             if unblocked:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
-            rows = [_row(e) for e in changes]
-            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, rows)
+            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_line, changes))
             inserted = db.written(conn.execute(sql_text("queries/profiles/membership_insert.sql")))
             result.applied += inserted
             result.duplicates += len(changes) - inserted
             if inserted:
-                touched = {"tenant_id": tenant_id, "profile_ids": sorted({r[3] for r in rows})}
+                profiles = sorted({uuid.UUID(_key(e)[1]) for e in changes})
+                touched = {"tenant_id": tenant_id, "profile_ids": profiles}
                 conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
-            segments = sorted({e.record["segment_key"] for e in changes})
+            segments = sorted({_key(e)[0] for e in changes})
             result.merge(snapshots.seal_ready(conn, tenant_id, segments))

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from leo_activation.consumers import dispatch
-from leo_activation.engine.handler import TOMBSTONE, ApplyResult, Envelope, Gate
+from leo_activation.engine.handler import TOMBSTONE, ApplyResult, Envelope, Gate, Row
 from leo_activation.errors import PoisonMessage
 from leo_activation.resources import sql_text
 from leo_activation.sealing import ALGORITHM, KEY_BYTES
@@ -44,12 +44,16 @@ class ProfileKeysHandler:
             ) from None
         return {"tenant_id": tenant, "profile_id": profile, "key_id": key_id}
 
-    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> None:
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> Row:
+        """No COPY line (the keys are written with one statement a batch), keyed by the profile
+        and key id, and for a key (not a tombstone) its data key and creation time."""
         r = envelope.record
-        if envelope.kind == KIND and (
-            r["algorithm"] != ALGORITHM or len(r["data_key"]) != KEY_BYTES
-        ):
+        ident = (_uuid(r["profile_id"]), _uuid(r["key_id"]))
+        if envelope.kind == TOMBSTONE:
+            return Row(None, ident)
+        if r["algorithm"] != ALGORITHM or len(r["data_key"]) != KEY_BYTES:
             raise PoisonMessage("bad_key", f"a data key must be {ALGORITHM}, {KEY_BYTES} bytes")
+        return Row(None, (*ident, r["data_key"], r["occurred_at"]))
 
     def apply(
         self, conn: psycopg.Connection[Any], tenant_id: uuid.UUID, batch: list[Envelope]
@@ -58,19 +62,21 @@ class ProfileKeysHandler:
         # through another consumer perhaps
         dispatch.lock_waits(conn, tenant_id)
         # the newest message a key wins (a record, then its tombstone)
-        newest: dict[tuple[uuid.UUID, uuid.UUID], Envelope] = {}
+        newest: dict[tuple[uuid.UUID, uuid.UUID], tuple[Envelope, tuple[Any, ...]]] = {}
         for e in sorted(batch, key=lambda e: (e.partition, e.offset)):
-            newest[(_uuid(e.record["profile_id"]), _uuid(e.record["key_id"]))] = e
-        gone = [k for k, e in newest.items() if e.kind == TOMBSTONE]
-        kept = [(k, e) for k, e in newest.items() if e.kind != TOMBSTONE]
+            key = e.row_key if e.row_key is not None else self.prepare(e, {}).key
+            assert key is not None, "prepare keys every message"
+            newest[key[:2]] = (e, key)
+        gone = [key for e, key in newest.values() if e.kind == TOMBSTONE]
+        kept = [(e, key) for e, key in newest.values() if e.kind != TOMBSTONE]
         applied = 0
         if gone:
             applied += conn.execute(
                 sql_text("queries/keys/delete.sql"),
                 {
                     "tenant_id": tenant_id,
-                    "profiles": [p for p, _ in gone],
-                    "keys": [k for _, k in gone],
+                    "profiles": [key[0] for key in gone],
+                    "keys": [key[1] for key in gone],
                 },
             ).rowcount
         result = ApplyResult()
@@ -79,11 +85,11 @@ class ProfileKeysHandler:
                 sql_text("queries/keys/insert.sql"),
                 {
                     "tenant_id": tenant_id,
-                    "profiles": [p for (p, _), _ in kept],
-                    "keys": [k for (_, k), _ in kept],
-                    "data_keys": [e.record["data_key"] for _, e in kept],
-                    "created": [e.record["occurred_at"] for _, e in kept],
-                    "published": [e.published_ms for _, e in kept],
+                    "profiles": [key[0] for _, key in kept],
+                    "keys": [key[1] for _, key in kept],
+                    "data_keys": [key[2] for _, key in kept],
+                    "created": [key[3] for _, key in kept],
+                    "published": [e.published_ms for e, _ in kept],
                 },
             ).fetchall()
             applied += len(arrived)

@@ -23,9 +23,9 @@ import psycopg
 
 from leo_activation import db, ids
 from leo_activation.addresses import without_addresses
-from leo_activation.bulk import stage
+from leo_activation.bulk import copy_line, stage
 from leo_activation.consumers import tenancy
-from leo_activation.engine.handler import ApplyResult, Envelope, Gate
+from leo_activation.engine.handler import ApplyResult, Envelope, Gate, Row
 from leo_activation.resources import sql_text
 
 COLUMNS = (
@@ -115,9 +115,9 @@ class ReceiptsHandler:
     topic = "receipts"
     gate: Gate | None = tenancy.TENANCY
 
-    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> Row:
         response = json_fields.get("provider_response")
-        return receipt_row(envelope, _tenant_text(envelope.tenant_id), response)
+        return Row(copy_line(receipt_row(envelope, _tenant_text(envelope.tenant_id), response)))
 
     def apply(
         self,
@@ -126,7 +126,7 @@ class ReceiptsHandler:
         batch: list[Envelope],
     ) -> ApplyResult:
         tenant_text = str(tenant_id)
-        rows = (e.row if e.row is not None else receipt_row(e, tenant_text) for e in batch)
-        stage(conn, "delivery_log", COLUMNS, rows)
+        lines = (e.row or copy_line(receipt_row(e, tenant_text)) for e in batch)
+        stage(conn, "delivery_log", COLUMNS, lines)
         inserted = db.written(conn.execute(sql_text("queries/receipts/insert.sql")))
         return ApplyResult(applied=inserted, duplicates=len(batch) - inserted)

@@ -86,7 +86,19 @@ class TenancyGate:
         admitted: list[Envelope] = []
         waiting: list[Envelope] = []
         rejected: list[Rejected] = []
-        changes = history(conn, envelopes[0].tenant_id) if envelopes else []
+        if not envelopes:
+            return admitted, waiting, rejected
+        changes = history(conn, envelopes[0].tenant_id)
+        # the common case, judged once for all: nothing unread before the last of them, and
+        # the tenant active from the first to the last (no status change in between)
+        first = min(e.published_ms for e in envelopes)
+        last = max(e.published_ms for e in envelopes)
+        if (
+            (horizon_ms is None or horizon_ms > last)
+            and status_at(changes, first) == "active"
+            and not any(ts is not None and first < ts <= last for ts, _ in changes)
+        ):
+            return list(envelopes), waiting, rejected
         for e in envelopes:
             if horizon_ms is not None and horizon_ms <= e.published_ms:
                 waiting.append(e)

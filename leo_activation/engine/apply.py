@@ -9,9 +9,11 @@ Nothing here touches Kafka."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,6 +41,9 @@ from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# tenant transactions applied side by side (so a consumer opens this many connections, and one
+# more for what runs after them)
+TENANTS_AT_ONCE = 2
 
 
 @dataclass
@@ -74,19 +79,32 @@ class TenantApplier:
         self.handlers = list(handlers)
         self.on_retry = on_retry
         self.stopping = False
-        self._conn: psycopg.Connection[Any] | None = None
+        # a connection per thread: the calling thread's, and each of the pool's
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection[Any]] = []
+        self._pool = ThreadPoolExecutor(TENANTS_AT_ONCE, thread_name_prefix="leo-tenant")
 
     def apply(
         self,
         by_tenant: Mapping[uuid.UUID, list[Envelope]],
         horizons: Mapping[str, int | None] | None = None,
     ) -> Applied:
-        """Apply, one transaction per tenant (in tenant-id order), then the follow-ups they asked
-        for (each in its own transaction). ``horizons``: per upstream topic, the publish time of
-        its earliest unread message (see ``Gate``)."""
+        """Apply, one transaction per tenant (``TENANTS_AT_ONCE`` of them side by side), then the
+        follow-ups they asked for (each in its own transaction). ``horizons``: per upstream topic,
+        the publish time of its earliest unread message (see ``Gate``)."""
         result = Applied()
-        for tenant_id in sorted(by_tenant):
-            result.merge(self._apply_bisecting(tenant_id, by_tenant[tenant_id], horizons or {}))
+        # tenants are independent (no row of one is read or written for another): their
+        # transactions run side by side, each on its own connection, merged in tenant-id order;
+        # all are waited for before any failure is raised, so none is left running
+        parts = [
+            self._pool.submit(
+                self._apply_bisecting, tenant_id, by_tenant[tenant_id], horizons or {}
+            )
+            for tenant_id in sorted(by_tenant)
+        ]
+        wait(parts)
+        for part in parts:
+            result.merge(part.result())
         for action in result.of(FollowUp):
             self.with_retry(_in_transaction(action))
         return result
@@ -97,9 +115,10 @@ class TenantApplier:
             self.with_retry(_in_transaction(action))
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in self._connections:
+            conn.close()
+        self._connections = []
+        self._local = threading.local()
 
     def _apply_bisecting(
         self, tenant_id: uuid.UUID, batch: list[Envelope], horizons: Mapping[str, int | None]
@@ -147,9 +166,12 @@ class TenantApplier:
         return result
 
     def connection(self) -> Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.settings.require_database())
-        return self._conn
+        """The calling thread's connection."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = db.connect(self.settings.require_database())
+            self._connections = [c for c in self._connections if not c.closed] + [conn]
+        return conn
 
     def check(self) -> None:
         """Connect once, at start: refused credentials, a missing database or a Citus database
@@ -179,8 +201,9 @@ class TenantApplier:
             )  # fmt: skip
             if self.on_retry is not None:
                 self.on_retry("db")
-            if self._conn is not None and (self._conn.closed or self._conn.broken):
-                self._conn = None
+            conn = getattr(self._local, "conn", None)
+            if conn is not None and (conn.closed or conn.broken):
+                self._local.conn = None
 
         for attempt in Retrying(
             retry=retry_if_exception(db.is_transient),

@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
@@ -20,6 +20,16 @@ from leo_activation.producers.dead_letters import DeadLetter
 
 CORRELATION_HEADER = "leo.correlation_id"
 Coords = tuple[str, int, int]  # topic, partition, offset
+Partition = tuple[str, int]  # physical topic, partition
+
+
+class Span(NamedTuple):
+    """What a batch holds of one partition: the offsets of its messages run from ``first`` to
+    ``last``, ``size`` of them (the engine's bookkeeping is per partition, not per message)."""
+
+    first: int
+    last: int
+    size: int
 
 
 @dataclass
@@ -30,6 +40,7 @@ class Polled:
     by_tenant: dict[uuid.UUID, list[Envelope]]
     dead: list[DeadLetter]
     raw: dict[Coords, Message]  # (logical topic, partition, offset) -> message
+    spans: dict[Partition, Span]  # by physical partition
 
     def message(self, e: Envelope) -> Message:
         return self.raw[(e.topic, e.partition, e.offset)]
@@ -59,8 +70,11 @@ class Decoder:
         self.group = group
         self.handler_by_topic = {h.topic: h for h in handlers}
         self.logical_by_physical = dict(logical_by_physical)
+        rules: dict[str, Any] = {}
+        for h in handlers:
+            rules.update(getattr(h, "native_rules", {}))
         self.native: NativeDecoder | None = (
-            native_decoder(codec.catalog)
+            native_decoder(codec.catalog, rules)
             if native and isinstance(codec, SingleObjectCodec)
             else None
         )
@@ -86,7 +100,7 @@ class Decoder:
             correlation_id=record.get("correlation_id") or header_correlation(msg) or None,
         )
         row = None if handler is None else handler.prepare(envelope, json_fields)
-        return envelope if row is None else envelope._replace(row=row)
+        return envelope if row is None else envelope._replace(row=row.line, row_key=row.key)
 
     def dead_letter(
         self,
@@ -101,7 +115,13 @@ class Decoder:
             correlation_id=correlation_id,
         )  # fmt: skip
 
-    def prepare_native(self, logicals: list[str], messages: list[Message]) -> list[Prepared | None]:
+    def prepare_native(
+        self,
+        logicals: list[str],
+        messages: list[Message],
+        partitions: list[int],
+        offsets: list[int],
+    ) -> list[Prepared | None]:
         """What the native decoder prepared for each message (None: the Python path decides)."""
         if self.native is None:
             return [None] * len(messages)
@@ -109,8 +129,8 @@ class Decoder:
         return self.native.prepare(
             logicals,
             [m.value() if t in handled else None for t, m in zip(logicals, messages, strict=True)],
-            [int(m.partition() or 0) for m in messages],
-            [int(m.offset() or 0) for m in messages],
+            partitions,
+            offsets,
             [header_correlation(m) for m in messages],
         )
 
@@ -118,11 +138,27 @@ class Decoder:
         by_tenant: dict[uuid.UUID, list[Envelope]] = defaultdict(list)
         dead: list[DeadLetter] = []
         raw: dict[Coords, Message] = {}
-        logicals = []
+        # each message's coordinates, taken once
+        logicals, partitions, offsets = [], [], []
+        spans: dict[Partition, list[int]] = {}  # -> [first, last, size]
         for msg in messages:  # messages only: the engine took the consumer's error events out
-            logicals.append(self.logical_by_physical[str(msg.topic())])
-        prepared = self.prepare_native(logicals, messages)
-        for msg, logical, native in zip(messages, logicals, prepared, strict=True):
+            topic, partition, offset = (
+                str(msg.topic()),
+                int(msg.partition() or 0),
+                int(msg.offset() or 0),
+            )
+            logicals.append(self.logical_by_physical[topic])
+            partitions.append(partition)
+            offsets.append(offset)
+            span = spans.get((topic, partition))
+            if span is None:
+                spans[(topic, partition)] = [offset, offset, 1]
+            else:
+                span[0], span[1], span[2] = min(span[0], offset), max(span[1], offset), span[2] + 1
+        prepared = self.prepare_native(logicals, messages, partitions, offsets)
+        for msg, logical, partition, offset, native in zip(
+            messages, logicals, partitions, offsets, prepared, strict=True
+        ):
             if native is None:
                 try:
                     envelope = self.decode(logical, msg)
@@ -132,15 +168,15 @@ class Decoder:
                     )
                     continue
             else:
-                kind, tenant, correlation, row = native
+                kind, tenant, correlation, line, key = native
                 # the row holds what the handler needs of the record
-                envelope = _envelope(
-                    logical, msg, kind=kind, record={}, tenant_id=_tenant_uuid(tenant),
-                    correlation_id=correlation, row=row,
+                envelope = Envelope(
+                    logical, partition, offset, msg.key(), kind, {}, _tenant_uuid(tenant),
+                    correlation, line, timestamp_ms(msg), key,
                 )  # fmt: skip
-            raw[(logical, envelope.partition, envelope.offset)] = msg
+            raw[(logical, partition, offset)] = msg
             by_tenant[envelope.tenant_id].append(envelope)
-        return Polled(messages, by_tenant, dead, raw)
+        return Polled(messages, by_tenant, dead, raw, {k: Span(*v) for k, v in spans.items()})
 
 
 def _envelope(
@@ -151,7 +187,6 @@ def _envelope(
     record: dict[str, Any],
     tenant_id: uuid.UUID,
     correlation_id: str | None,
-    row: tuple[Any, ...] | None = None,
 ) -> Envelope:
     return Envelope(
         topic=logical,
@@ -162,7 +197,6 @@ def _envelope(
         record=record,
         tenant_id=tenant_id,
         correlation_id=correlation_id,
-        row=row,
         published_ms=timestamp_ms(msg),
     )
 

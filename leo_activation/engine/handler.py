@@ -27,10 +27,22 @@ class Envelope(NamedTuple):
     record: dict[str, Any]
     tenant_id: uuid.UUID
     correlation_id: str | None
-    # what the topic's handler prepared for it when it was decoded (Handler.prepare)
-    row: tuple[Any, ...] | None = None
+    # the COPY text line the topic's handler prepared for it when it was decoded (Row.line)
+    row: bytes | None = None
     # the Kafka timestamp (ms): when it was published, which decides its tenant's status for it
     published_ms: int = 0
+    # what apply reads of the row besides writing it (Row.key)
+    row_key: tuple[Any, ...] | None = None
+
+
+class Row(NamedTuple):
+    """What a handler prepares for a message when it is decoded: the line ``apply`` COPYs into
+    its stage (``bulk.copy_line`` of the row's values; None for a message ``apply`` writes with
+    a statement of its own, an erasure say), and the few values ``apply`` reads of it (a profile
+    upsert's profile, version and content hash for set-based checks, an erasure's profile)."""
+
+    line: bytes | None
+    key: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +147,12 @@ class Handler(Protocol):
     topic: str  # logical
     gate: Gate | None
 
-    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The row ``apply`` will write for this message (``Envelope.row``), or None. Called when
-        the message is decoded, in the thread that decodes the next batch while the previous one
-        is applied: per-message work here overlaps the database's. ``json_fields``: the JSON
-        text fields validation parsed (name -> object)."""
+    def prepare(self, envelope: Envelope, json_fields: Mapping[str, Any]) -> Row | None:
+        """What ``apply`` will write and read of this message (``Envelope.row`` and
+        ``Envelope.row_key``), or None. Called when the message is decoded, in the thread that
+        decodes the next batch while the previous one is applied: per-message work here overlaps
+        the database's. ``json_fields``: the JSON text fields validation parsed (name ->
+        object)."""
         ...
 
     def apply(

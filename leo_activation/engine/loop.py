@@ -45,12 +45,11 @@ from confluent_kafka import (
 from leo_activation.codec import make_codec
 from leo_activation.engine.apply import Applied, TenantApplier
 from leo_activation.engine.commit import Committer
-from leo_activation.engine.decode import Coords, Decoder, Polled
+from leo_activation.engine.decode import Coords, Decoder, Partition, Polled, Span
 from leo_activation.engine.handler import Connection, Emit, Handler, Outgoing
 from leo_activation.engine.stats import BatchStats
 from leo_activation.engine.waiting import (
     OpenTransactions,
-    Partition,
     Waiting,
     coords,
     partition_of,
@@ -260,13 +259,13 @@ class Engine:
         deferred_coords = {d.source for d in deferred} | {
             coords(polled.message(e)) for e in result.waiting
         }
-        stats = self._batch_stats(polled.messages, result, dead, deferred_coords)
+        stats = self._batch_stats(polled, result, dead, deferred_coords)
         stats.reread = reread
         stats.tenants, stats.db_seconds = len(polled.by_tenant), time.monotonic() - started
         # 4. dead letters, emitted records and offsets in one Kafka transaction
         committed = committer.commit(
             consumer,
-            offsets=_next_offsets(polled.messages, waiting),
+            offsets=_next_offsets(polled.spans, waiting),
             dead=dead,
             outputs=[functools.partial(self._read_back, emit) for emit in result.of(Emit)],
         )
@@ -286,18 +285,18 @@ class Engine:
         their messages are dropped from ``ahead``: the rest (the upstream messages they wait for
         among them) go on, so waiting never starves what it waits for."""
         if not landed.committed:
-            again = _first_offsets(batch.messages)
+            again = {key: span.first for key, span in batch.spans.items()}
             if ahead is not None:
-                for key, offset in _first_offsets(ahead.messages).items():
-                    again[key] = min(again.get(key, offset), offset)
+                for key, span in ahead.spans.items():
+                    again[key] = min(again.get(key, span.first), span.first)
             for (topic, partition), offset in again.items():
                 consumer.seek(TopicPartition(topic, partition, offset))
             return None
         self._report(landed.stats, landed.dead)
-        self.waiting.settled(batch.messages, landed.deferred)
+        self.waiting.settled(batch, landed.deferred)
         if landed.waiting:
             self.waiting.pause(consumer, landed.waiting)
-        elif self.waiting.paused and self.waiting.upstream_applied(batch.messages):
+        elif self.waiting.paused and self.waiting.upstream_applied(batch.spans):
             self.waiting.resume(consumer)  # what waits may be decided now
         if ahead is None or not landed.waiting:
             return ahead
@@ -321,7 +320,7 @@ class Engine:
 
     def _batch_stats(
         self,
-        messages: list[Message],
+        polled: Polled,
         result: Applied,
         dead: list[DeadLetter],
         deferred: set[Coords],
@@ -332,10 +331,9 @@ class Engine:
             dead_lettered=len(dead),
             deferred=len(deferred),
         )
-        self.waiting.count_reads(stats, messages, self.logical_by_physical)
-        for msg in messages:
-            if coords(msg) in deferred:
-                stats.topic(self.logical_by_physical[str(msg.topic())]).deferred += 1
+        self.waiting.count_reads(stats, polled, self.logical_by_physical)
+        for topic, _, _ in deferred:
+            stats.topic(self.logical_by_physical[topic]).deferred += 1
         for logical, counts in result.by_topic.items():
             stats.topic(logical).applied, stats.topic(logical).duplicates = (
                 counts.applied, counts.duplicates,
@@ -409,26 +407,13 @@ def _offsets_readable(consumer: Consumer) -> bool:
 
 
 def _next_offsets(
-    messages: list[Message], waiting: dict[Partition, int] | None = None
+    spans: dict[Partition, Span], waiting: dict[Partition, int] | None = None
 ) -> list[TopicPartition]:
     """The offsets to commit: past the batch, but not past a partition's first waiting message."""
-    highest: dict[Partition, int] = {}
-    for m in messages:
-        key = partition_of(m)
-        highest[key] = max(highest.get(key, -1), int(m.offset() or 0))
-    committed = {key: offset + 1 for key, offset in highest.items()} | (waiting or {})
+    committed = {key: span.last + 1 for key, span in spans.items()} | (waiting or {})
     return [TopicPartition(t, p, o) for (t, p), o in sorted(committed.items())]
 
 
 def _at_or_after(source: Coords, waiting: dict[Partition, int]) -> bool:
     first = waiting.get(source[:2])
     return first is not None and source[2] >= first
-
-
-def _first_offsets(messages: list[Message]) -> dict[Partition, int]:
-    """Each partition's first offset in ``messages``."""
-    lowest: dict[Partition, int] = {}
-    for m in messages:
-        key = partition_of(m)
-        lowest[key] = min(lowest.get(key, 1 << 62), int(m.offset() or 0))
-    return lowest

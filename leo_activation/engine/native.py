@@ -13,13 +13,19 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, cast
 
 from leo_activation import contracts, ids
 from leo_activation.codec import Catalog
 
-# (kind, tenant id as text, correlation id, row)
-Prepared = tuple[str, str, str | None, tuple[Any, ...]]
+# (kind, tenant id as text, correlation id, COPY line, row key): see handler.Row
+Prepared = tuple[str, str, str | None, bytes, tuple[Any, ...] | None]
+
+
+# what the consumers' own checks allow, by name (a handler's ``native_rules``): the channels and
+# states a profile's consent fact may name
+NativeRules = Mapping[str, Collection[str]]
 
 
 class NativeDecoder(Protocol):
@@ -46,9 +52,9 @@ def _module() -> Any | None:
         return None
 
 
-def native_decoder(cat: Catalog) -> NativeDecoder | None:
+def native_decoder(cat: Catalog, rules: NativeRules | None = None) -> NativeDecoder | None:
     """A native decoder of the catalog's versions, or None without the extension. The limits
-    come from the Python path, so that both accept the same messages."""
+    and ``rules`` come from the Python path, so that both accept the same messages."""
     module = _module()
     if module is None:
         return None
@@ -78,5 +84,7 @@ def native_decoder(cat: Catalog) -> NativeDecoder | None:
         max_int_digits,
         contracts.DEFAULT_MAX_TEXT,
         ids._NAMESPACE.bytes,
+        sorted((rules or {}).get("consent_channels", ())),
+        sorted((rules or {}).get("consent_states", ())),
     )
     return cast(NativeDecoder, decoder)

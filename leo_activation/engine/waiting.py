@@ -21,7 +21,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported for type checkers
 
-from leo_activation.engine.decode import Coords, Polled, timestamp_ms
+from leo_activation.engine.decode import Coords, Partition, Polled, Span, timestamp_ms
 from leo_activation.engine.handler import Handler
 from leo_activation.engine.stats import BatchStats
 from leo_activation.kafka import admin_client, reader
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
 # an upstream horizon that could not be read: earlier than any message, so all of them wait
 CANNOT_TELL_MS = -(1 << 62)
-Partition = tuple[str, int]  # physical topic, partition
 
 
 class Waiting:
@@ -71,25 +70,40 @@ class Waiting:
         self.paused = {}
         consumer.resume(partitions)
 
-    def upstream_applied(self, messages: Sequence[Message]) -> bool:
-        """Whether ``messages`` (committed) hold upstream messages something may wait for."""
+    def upstream_applied(self, spans: Mapping[Partition, Span]) -> bool:
+        """Whether a committed batch (its ``spans``) held upstream messages something may wait
+        for."""
         upstream = {self.settings.topic(t) for t in self.gated}
-        return any(str(m.topic()) in upstream for m in messages)
+        return any(topic in upstream for topic, _ in spans)
 
     # ------------------------------------------------------------------ accounting
-    def settled(self, messages: Sequence[Message], deferred: set[Coords]) -> None:
-        """``messages`` were committed; ``deferred`` of them are read and settled again later."""
-        for m in messages:
-            key = partition_of(m)
-            self.seen[key] = max(self.seen.get(key, 0), int(m.offset() or 0) + 1)
-        self.deferred -= {coords(m) for m in messages}
+    def settled(self, polled: Polled, deferred: set[Coords]) -> None:
+        """``polled`` was committed; ``deferred`` of its messages are read and settled again
+        later."""
+        for key, span in polled.spans.items():
+            self.seen[key] = max(self.seen.get(key, 0), span.last + 1)
+        if self.deferred:
+            self.deferred -= {coords(m) for m in polled.messages}
         self.deferred |= deferred
 
+    def _first_reads(self, spans: Mapping[Partition, Span]) -> bool:
+        """Whether every message of a batch is read for the first time (nothing deferred, no
+        partition read from behind what was settled): then no message needs looking at."""
+        seen = self.seen
+        return not self.deferred and all(
+            span.first >= seen.get(key, 0) for key, span in spans.items()
+        )
+
     def count_reads(
-        self, stats: BatchStats, messages: Sequence[Message], logical_by_physical: Mapping[str, str]
+        self, stats: BatchStats, polled: Polled, logical_by_physical: Mapping[str, str]
     ) -> None:
-        """Count ``messages`` as consumed (read for the first time) or resumed."""
-        for msg in messages:
+        """Count a batch's messages as consumed (read for the first time) or resumed."""
+        if self._first_reads(polled.spans):
+            for (topic, _), span in polled.spans.items():
+                stats.consumed += span.size
+                stats.topic(logical_by_physical[topic]).consumed += span.size
+            return
+        for msg in polled.messages:
             counts = stats.topic(logical_by_physical[str(msg.topic())])
             seen = self.seen.get(partition_of(msg))
             if coords(msg) in self.deferred:
@@ -103,7 +117,7 @@ class Waiting:
         """Take out of ``polled`` what is read again behind a waiting offset though this
         assignment settled it already (applied or judged a duplicate, its database transaction
         and outputs committed); return how many."""
-        if not self.seen:
+        if self._first_reads(polled.spans):
             return 0
 
         def again(source: Coords) -> bool:
@@ -153,11 +167,7 @@ class Waiting:
 
     def _unread_before(self, consumer: Consumer, polled: Polled, upstream: str) -> int | None:
         topic = self.settings.topic(upstream)
-        read: dict[int, int] = {}
-        for m in polled.messages:
-            if str(m.topic()) == topic:
-                p = int(m.partition() or 0)
-                read[p] = max(read.get(p, 0), int(m.offset() or 0) + 1)
+        read = {p: span.last + 1 for (t, p), span in polled.spans.items() if t == topic}
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
         starts = []

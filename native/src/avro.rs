@@ -10,12 +10,15 @@ use serde_json::Value as Json;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Type {
     Str,
+    Bytes,
     Uuid,
     Long,
     TimestampMicros,
     Enum(Vec<String>),
     Nullable(Box<Type>),
     StrArray,
+    /// an array of records: each record's field types, in order
+    RecordArray(Vec<(String, Type)>),
 }
 
 /// A decoded value, borrowing the message bytes (strings) or the schema (enum symbols, defaults).
@@ -23,8 +26,10 @@ pub enum Type {
 pub enum Value<'a> {
     Null,
     Str(&'a str),
+    Bytes(&'a [u8]),
     Long(i64),
     StrArray(Vec<&'a str>),
+    Records(Vec<Vec<Value<'a>>>),
 }
 
 impl Type {
@@ -33,6 +38,7 @@ impl Type {
         match json {
             Json::String(name) => match name.as_str() {
                 "string" => Some(Type::Str),
+                "bytes" => Some(Type::Bytes),
                 "long" => Some(Type::Long),
                 _ => None,
             },
@@ -59,6 +65,17 @@ impl Type {
                     }
                     ("array", None) => match map.get("items")? {
                         Json::String(items) if items == "string" => Some(Type::StrArray),
+                        Json::Object(record) if record.get("type")? == "record" => {
+                            let fields = record.get("fields")?.as_array()?;
+                            let fields: Option<Vec<(String, Type)>> = fields
+                                .iter()
+                                .map(|f| {
+                                    let name = f.get("name")?.as_str()?.to_owned();
+                                    Some((name, Type::parse(f.get("type")?)?))
+                                })
+                                .collect();
+                            Some(Type::RecordArray(fields?))
+                        }
                         _ => None,
                     },
                     _ => None,
@@ -76,7 +93,29 @@ impl Type {
             (Type::StrArray, Json::Array(items)) if items.is_empty() => {
                 Some(Value::StrArray(Vec::new()))
             }
+            (Type::RecordArray(_), Json::Array(items)) if items.is_empty() => {
+                Some(Value::Records(Vec::new()))
+            }
             _ => None,
+        }
+    }
+
+    /// Whether a value written as `self` is read as `reader` by taking it as it is: the same
+    /// type, or enums (the symbol is then checked against the reader's with `reads_symbol`).
+    pub fn resolves_to(&self, reader: &Type) -> bool {
+        match (self, reader) {
+            (Type::Enum(_), Type::Enum(_)) => true,
+            (Type::Nullable(w), Type::Nullable(r)) => w.resolves_to(r),
+            _ => self == reader,
+        }
+    }
+
+    /// Whether a decoded value is one the reader type holds (an enum symbol it knows).
+    pub fn holds(&self, value: &Value<'_>) -> bool {
+        match (self, value) {
+            (Type::Enum(symbols), Value::Str(symbol)) => symbols.iter().any(|s| s == symbol),
+            (Type::Nullable(inner), value) => matches!(value, Value::Null) || inner.holds(value),
+            _ => true,
         }
     }
 }
@@ -97,12 +136,15 @@ impl<'a> Reader<'a> {
     }
 
     fn long(&mut self) -> Option<i64> {
-        // nine bytes hold 63 bits: enough for every value the topics carry; a longer varint is
-        // left to the Python path, whose integers do not overflow
+        // ten bytes hold the 64 bits of every long; a tenth byte with more than the last bit
+        // (a value past 64 bits) is left to the Python path, whose integers do not overflow
         let mut raw: u64 = 0;
-        for shift in (0..63).step_by(7) {
+        for shift in (0..64).step_by(7) {
             let byte = *self.data.get(self.pos)?;
             self.pos += 1;
+            if shift == 63 && byte > 1 {
+                return None;
+            }
             raw |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
@@ -111,17 +153,22 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.long()?).ok()?;
         let end = self.pos.checked_add(len)?;
         let bytes = self.data.get(self.pos..end)?;
         self.pos = end;
-        std::str::from_utf8(bytes).ok()
+        Some(bytes)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
     }
 
     pub fn value(&mut self, t: &'a Type) -> Option<Value<'a>> {
         match t {
             Type::Str => Some(Value::Str(self.str()?)),
+            Type::Bytes => Some(Value::Bytes(self.bytes()?)),
             Type::Uuid => {
                 let text = self.str()?;
                 is_canonical_uuid(text).then_some(Value::Str(text))
@@ -144,24 +191,40 @@ impl<'a> Reader<'a> {
             },
             Type::StrArray => {
                 let mut items = Vec::new();
-                loop {
-                    let count = self.long()?;
-                    if count == 0 {
-                        return Some(Value::StrArray(items));
-                    }
-                    // a negative count is followed by the block's size in bytes
-                    let count = if count < 0 {
-                        self.long()?;
-                        count.checked_neg()?
-                    } else {
-                        count
-                    };
+                while let Some(count) = self.block()? {
                     for _ in 0..count {
                         items.push(self.str()?);
                     }
                 }
+                Some(Value::StrArray(items))
+            }
+            Type::RecordArray(fields) => {
+                let mut records = Vec::new();
+                while let Some(count) = self.block()? {
+                    for _ in 0..count {
+                        let record: Option<Vec<Value<'a>>> =
+                            fields.iter().map(|(_, t)| self.value(t)).collect();
+                        records.push(record?);
+                    }
+                }
+                Some(Value::Records(records))
             }
         }
+    }
+
+    /// The item count of an array's next block: Some(None) at the array's end, None when
+    /// unreadable.
+    fn block(&mut self) -> Option<Option<i64>> {
+        let count = self.long()?;
+        if count == 0 {
+            return Some(None);
+        }
+        // a negative count is followed by the block's size in bytes
+        if count < 0 {
+            self.long()?;
+            return Some(Some(count.checked_neg()?));
+        }
+        Some(Some(count))
     }
 }
 
@@ -249,6 +312,13 @@ mod tests {
         );
         assert!(r.at_end());
         assert_eq!(Reader::new(&[0xff; 12]).long(), None);
+        let mut extremes = [0xff; 10];
+        extremes[9] = 0x01;
+        assert_eq!(Reader::new(&extremes).long(), Some(i64::MIN));
+        extremes[0] = 0xfe;
+        assert_eq!(Reader::new(&extremes).long(), Some(i64::MAX));
+        extremes[9] = 0x02; // past 64 bits
+        assert_eq!(Reader::new(&extremes).long(), None);
     }
 
     #[test]

@@ -143,6 +143,21 @@ pub fn python_repr(value: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// `items` written into `out` by `write`, separated by commas (a JSON array's or object's
+/// members, an array literal's elements).
+pub fn comma_separated<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut String, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write(out, item);
+    }
+}
+
 /// `json.encoder.encode_basestring`: the string in quotes, escaping only `"`, `\` and control
 /// characters (`ensure_ascii=False`).
 pub fn quote(out: &mut String, text: &str) {

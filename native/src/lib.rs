@@ -22,7 +22,7 @@ use canonical::Limits;
 
 /// What validation checks of one field of the reader (newest) version.
 struct Check {
-    max_len: usize,
+    max_len: usize, // characters of a text, bytes of a bytes value
     is_json: bool,
     is_labels: bool,
 }
@@ -50,6 +50,7 @@ struct Decoder {
     limits: Limits,
     label_max: usize,
     namespace: uuid::Uuid,
+    rules: rows::Rules,
 }
 
 /// A decoded message, every reader field in its slot, JSON text fields in canonical form.
@@ -117,7 +118,7 @@ impl Version {
             };
             let slot = reader.iter().position(|r| r.name == name);
             if let Some(slot) = slot {
-                if reader[slot].ty != ty {
+                if !ty.resolves_to(&reader[slot].ty) {
                     return Ok(None); // a promotion the native path does not resolve
                 }
                 filled[slot] = true;
@@ -134,12 +135,22 @@ impl Version {
                 return Ok(None);
             }
         }
+        // a reader with fields the builder was not written for: its rows may hold them
+        if reader.len() != row.fields().len() {
+            return Ok(None);
+        }
         let mut slots = Vec::new();
         for name in row.fields() {
-            match reader.iter().position(|r| r.name == *name) {
-                Some(slot) => slots.push(slot),
-                None => return Ok(None),
+            let Some(slot) = reader.iter().position(|r| r.name == *name) else {
+                return Ok(None);
+            };
+            if let Type::RecordArray(fields) = &reader[slot].ty {
+                let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+                if names != row.record_fields(name) {
+                    return Ok(None);
+                }
             }
+            slots.push(slot);
         }
         Ok(Some(Version {
             topic,
@@ -171,6 +182,9 @@ impl Version {
         for (ty, slot) in &self.writer {
             let value = reader.value(ty)?;
             if let Some(slot) = slot {
+                if !self.reader[*slot].ty.holds(&value) {
+                    return None; // an enum symbol the reader does not know
+                }
                 values[*slot] = value;
             }
         }
@@ -190,6 +204,8 @@ impl Version {
                         *canonical = Some(canonical::canonical_object(text, limits, redact)?);
                     }
                 }
+                // a sealed field: its length in bytes (contracts.validate)
+                Value::Bytes(bytes) if bytes.len() > field.check.max_len => return None,
                 Value::StrArray(labels)
                     if field.check.is_labels
                         && labels.iter().any(|l| l.chars().count() > label_max) =>
@@ -207,7 +223,8 @@ impl Version {
 impl Decoder {
     /// `versions`: (fingerprint, logical topic, kind, writer schema JSON, reader schema JSON) of
     /// every shipped version; `checks`: per field name of a reader version, (longest text,
-    /// JSON object text?, data labels?).
+    /// JSON object text?, data labels?); `consent_channels`, `consent_states`: what a profile's
+    /// consent fact may name.
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -217,6 +234,8 @@ impl Decoder {
         max_int_digits: usize,
         label_max: usize,
         namespace: Vec<u8>,
+        consent_channels: Vec<String>,
+        consent_states: Vec<String>,
     ) -> PyResult<Self> {
         let namespace = uuid::Uuid::from_slice(&namespace)
             .map_err(|e| PyValueError::new_err(format!("namespace: {e}")))?;
@@ -239,6 +258,11 @@ impl Decoder {
             },
             label_max,
             namespace,
+            rules: rows::Rules {
+                consent_channels,
+                consent_states,
+                consent_max_text: label_max,
+            },
         })
     }
 
@@ -250,9 +274,10 @@ impl Decoder {
         kinds
     }
 
-    /// Per message `(kind, tenant text, correlation id, row)`, or None for the Python path.
-    /// The lists run in parallel: logical topic, value, partition, offset, and the correlation
-    /// id of its headers.
+    /// Per message `(kind, tenant text, correlation id, COPY line, row key)`, or None for the
+    /// Python path. The lists run in parallel: logical topic, value, partition, offset, and the
+    /// correlation id of its headers. The messages are decoded with the interpreter released
+    /// (the apply thread's Python runs meanwhile); only the answers are made with it.
     fn prepare<'py>(
         &self,
         py: Python<'py>,
@@ -274,61 +299,99 @@ impl Decoder {
                 "the lists of a batch differ in length",
             ));
         }
-        let mut out = Vec::with_capacity(n);
+        let mut inputs = Vec::with_capacity(n);
         for i in 0..n {
-            let topic = topics[i].to_str()?;
-            let prepared = match &values[i] {
-                Some(value) => self.prepare_one(
-                    py,
-                    topic,
-                    value.as_bytes(),
-                    (partitions[i], offsets[i]),
-                    header_correlations[i].as_deref(),
-                )?,
-                None => None,
-            };
-            out.push(prepared);
+            let value = values[i].as_ref().map(|v| v.as_bytes().to_vec());
+            inputs.push((topics[i].to_str()?.to_owned(), value));
         }
-        Ok(out)
+        let prepared: Vec<Option<(&Version, rows::Prepared)>> = py.detach(|| {
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(i, (topic, value))| {
+                    self.prepare_one(
+                        topic,
+                        value.as_deref()?,
+                        (partitions[i], offsets[i]),
+                        header_correlations[i].as_deref(),
+                    )
+                })
+                .collect()
+        });
+        prepared
+            .into_iter()
+            .map(|p| {
+                p.map(|(version, row)| answer(py, &version.kind, row))
+                    .transpose()
+            })
+            .collect()
     }
 }
 
+/// `(kind, tenant text, correlation id, COPY line, row key)` of a prepared row.
+fn answer<'py>(py: Python<'py>, kind: &str, row: rows::Prepared) -> PyResult<Bound<'py, PyTuple>> {
+    let correlation = match &row.correlation {
+        Some(c) => PyString::new(py, c).into_any(),
+        None => py.None().into_bound(py),
+    };
+    let key = match row.key {
+        rows::Key::None => py.None().into_bound(py),
+        rows::Key::Profile(profile, version, hash) => PyTuple::new(
+            py,
+            [
+                PyString::new(py, &profile).into_any(),
+                version.into_pyobject(py)?.into_any(),
+                PyBytes::new(py, &hash).into_any(),
+            ],
+        )?
+        .into_any(),
+        rows::Key::Membership(segment, profile) => PyTuple::new(
+            py,
+            [PyString::new(py, &segment), PyString::new(py, &profile)],
+        )?
+        .into_any(),
+    };
+    PyTuple::new(
+        py,
+        [
+            PyString::new(py, kind).into_any(),
+            PyString::new(py, &row.tenant).into_any(),
+            correlation,
+            PyBytes::new(py, &row.line).into_any(),
+            key,
+        ],
+    )
+}
+
 impl Decoder {
-    fn prepare_one<'py>(
+    fn prepare_one(
         &self,
-        py: Python<'py>,
         topic: &str,
         data: &[u8],
         coords: (i64, i64),
         header_correlation: Option<&str>,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    ) -> Option<(&Version, rows::Prepared)> {
         if data.len() < 10 || data[..2] != [0xc3, 0x01] {
-            return Ok(None);
+            return None;
         }
         let fingerprint: [u8; 8] = data[2..10].try_into().expect("eight bytes");
-        let Some(version) = self.versions.get(&fingerprint) else {
-            return Ok(None);
-        };
+        let version = self.versions.get(&fingerprint)?;
         if version.topic != topic {
-            return Ok(None);
+            return None;
         }
-        let Some(decoded) = version.decode(&data[10..], self.limits, self.label_max) else {
-            return Ok(None);
-        };
-        let source = rows::Source {
-            topic,
-            partition: coords.0,
-            offset: coords.1,
-        };
-        version.row.build(
-            py,
-            &version.kind,
-            &decoded,
-            &version.slots,
-            &source,
+        let decoded = version.decode(&data[10..], self.limits, self.label_max)?;
+        let context = rows::Context {
+            source: rows::Source {
+                topic,
+                partition: coords.0,
+                offset: coords.1,
+            },
             header_correlation,
-            &self.namespace,
-        )
+            namespace: &self.namespace,
+            rules: &self.rules,
+        };
+        let row = version.row.build(&decoded, &version.slots, &context)?;
+        Some((version, row))
     }
 }
 
