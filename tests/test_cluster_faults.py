@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,7 @@ from leo_activation.kafka import ensure_topics
 from leo_activation.ops.digest import state_digest
 from leo_activation.producers.publish import TRANSACTION_TIMEOUT_MS as PUBLISH_TIMEOUT_MS
 from leo_activation.settings import TOPIC_SUFFIXES, Settings
-from tests.fix_app import drain, publish_corpus, read_topic, totals
+from tests.fix_app import drain, publish_corpus, read_topic, share_keys, totals
 from tests.fix_db import DbUrls, fresh_database
 from tests.fix_faults import (
     REPO,
@@ -124,6 +124,7 @@ def queued_deliveries(admin_url: str) -> set[str]:
 @dataclass(frozen=True)
 class Clean:
     corpus: corpus.Corpus
+    settings: Settings  # its topics are kept for the module: the battery shares its data keys
     digest: str
     delivery_rows: int
     queued: int
@@ -131,7 +132,7 @@ class Clean:
 
 
 @pytest.fixture(scope="module")
-def clean(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Clean:
+def clean(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Iterator[Clean]:
     """The corpus, and what one consumer without faults makes of it on the session's broker."""
     c = battery_corpus(MESSAGES)
     prefix = f"clean{uuid.uuid4().hex[:8]}."
@@ -155,9 +156,9 @@ def clean(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Clean
             assert rows == distinct_receipts(c) + queued
             assert queued > 0
             digest = state_digest(settings)[0]
+        yield Clean(c, settings, digest, rows, queued, time.monotonic() - started)
     finally:
         delete_prefixed_topics(kafka_admin, prefix)
-    return Clean(c, digest, rows, queued, time.monotonic() - started)
 
 
 # ---------------------------------------------------------------------- the publisher
@@ -485,6 +486,7 @@ def test_brokers_and_a_publish_killed_under_load_lose_and_double_nothing(
         env = consumer_env(settings)
         admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap})
         ensure_topics(settings)
+        share_keys(clean.settings, settings)  # the same profiles sealed to the same bytes
         for logical in TOPIC_SUFFIXES:
             assert durability(admin, settings.topic(logical)) == (REPLICAS, MIN_INSYNC_REPLICAS)
         done = publish_run(env, "commands", commands)
