@@ -141,8 +141,9 @@ class Waiting:
     def horizons(self, consumer: Consumer, polled: Polled) -> dict[str, int | None]:
         """Per upstream topic that ``polled`` holds gated messages for, the Kafka timestamp of
         its earliest message the group has not read yet (this batch's count as read: they are
-        applied first), or None if there is none. A partition whose committed offset is at its
-        high watermark costs no read."""
+        applied first), or None if there is none, or ``CANNOT_TELL_MS`` if the cluster did not
+        say within ``patience_s``. A partition whose committed offset is at its high watermark
+        costs no read."""
         present = {e.topic for batch in polled.by_tenant.values() for e in batch}
         upstreams = [upstream for upstream, topics in self.gated.items() if topics & present]
         delay, deadline = 0.5, time.monotonic() + self.patience_s
