@@ -86,9 +86,7 @@ def distribute(conn: psycopg.Connection[Any]) -> list[str]:
                 conn.execute(sql_text("queries/citus/reference_table.sql"), {"table": table})
                 replicated.append(table)
         if distributed:
-            conn.execute(sql_text("queries/citus/local_rows_off.sql"))
-            for table in reversed(distributed):  # a referencing table before what it references
-                conn.execute(sql_text("queries/citus/truncate_local.sql"), {"table": table})
+            _empty_local_copies(conn, distributed)
             row = conn.execute(sql_text("queries/citus/shard_count.sql")).fetchone()
             shards = "?" if row is None else row[0]
             done.append(
@@ -103,6 +101,27 @@ def distribute(conn: psycopg.Connection[Any]) -> list[str]:
                 "(citus.propagate_set_commands = 'local' for this database)"
             )
     return done or [f"citus {version}: every table is distributed already"]
+
+
+def _empty_local_copies(conn: psycopg.Connection[Any], distributed: list[str]) -> None:
+    """Empty the coordinator's own copy of the rows of the ``distributed`` tables that had some
+    (a database that ran on one server). The triggers are set aside only then: that needs a
+    superuser, which a database distributed empty (the usual way) is never asked for."""
+    local = [
+        table
+        for table in distributed
+        if _one(conn.execute(sql_text("queries/citus/local_rows.sql"), {"table": table}))
+    ]
+    if not local:
+        return
+    conn.execute(sql_text("queries/citus/local_rows_off.sql"))
+    for table in reversed(local):  # a referencing table before what it references
+        conn.execute(sql_text("queries/citus/truncate_local.sql"), {"table": table})
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> Any:
+    row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def _propagate_set_commands(conn: psycopg.Connection[Any]) -> bool:
