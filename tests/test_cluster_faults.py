@@ -55,7 +55,14 @@ from leo_activation.kafka import ensure_topics
 from leo_activation.ops.digest import state_digest
 from leo_activation.producers.publish import TRANSACTION_TIMEOUT_MS as PUBLISH_TIMEOUT_MS
 from leo_activation.settings import TOPIC_SUFFIXES, Settings
-from tests.fix_app import drain, publish_corpus, read_topic, share_keys, totals
+from tests.fix_app import (
+    deployment_settings,
+    drain,
+    publish_corpus,
+    read_topic,
+    share_keys,
+    totals,
+)
 from tests.fix_db import DbUrls, fresh_database
 from tests.fix_faults import (
     REPO,
@@ -140,15 +147,7 @@ def clean(stack: Endpoints, db_template: str, kafka_admin: AdminClient) -> Itera
     started = time.monotonic()
     try:
         with fresh_database(stack, db_template) as urls:
-            settings = Settings(
-                kafka_bootstrap=stack.kafka_bootstrap,
-                database_url=urls.app_url,
-                admin_database_url=urls.admin_url,
-                topic_prefix=prefix,
-                group_id=f"clean-{uuid.uuid4().hex[:8]}",
-                topic_replication_factor=1,
-                topic_min_insync_replicas=1,
-            )
+            settings = deployment_settings(stack, urls, prefix)
             publish_corpus(settings, c)
             commands_first(settings)
             stats = totals(drain(settings))
