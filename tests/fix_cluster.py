@@ -1,9 +1,10 @@
 """pytest plugin: a three-node KRaft cluster (``leo_activation.dev.cluster``) for the cluster
 fault battery.
 
-``kafka_cluster`` (session) starts a fresh cluster in ``<repo>/.dev/test-cluster`` from the local
+``kafka_cluster`` (module) starts a fresh cluster in ``<repo>/.dev/test-cluster`` from the local
 stack's cached Kafka jars (the session's PostgreSQL is shared; this is only Kafka), with the
-production durability README's *Deploy* asks for, and stops it at session end.
+production durability README's *Deploy* asks for, and stops it once the module's tests are done
+(three idle brokers would otherwise share the machine with the rest of the suite).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from leo_activation.dev.cluster import Cluster
 CLUSTER_HOME = Path(__file__).resolve().parent.parent / ".dev" / "test-cluster"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_cluster() -> Iterator[Cluster]:
     cluster = Cluster(CLUSTER_HOME)
     cluster.down()  # one a killed session left running
