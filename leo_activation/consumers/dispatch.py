@@ -131,6 +131,23 @@ def fan_out_waiting(
     return fan_out(conn, tenant_id, [r[0] for r in rows])
 
 
+def fan_out_waiting_on_keys(
+    conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
+    profiles: Sequence[uuid.UUID],
+    keys: Sequence[uuid.UUID],
+) -> ApplyResult:
+    """Fan out every dispatch waiting for one of the data keys ``(profiles[i], keys[i])`` that
+    just arrived or were destroyed (and is now ready)."""
+    rows = conn.execute(
+        sql_text("queries/dispatch/waiting_on_keys.sql"),
+        {"tenant_id": tenant_id, "profiles": list(profiles), "keys": list(keys)},
+    ).fetchall()
+    if not rows:
+        return ApplyResult()
+    return fan_out(conn, tenant_id, [r[0] for r in rows])
+
+
 def fan_out(
     conn: psycopg.Connection[Any],
     tenant_id: uuid.UUID,

@@ -66,12 +66,8 @@ def erase(
     new, destroyed = bool(row[0]), list(row[1])
     result = ApplyResult(applied=int(new), duplicates=int(not new))
     if destroyed:
-        waiting = conn.execute(
-            sql_text("queries/dispatch/waiting_on_keys.sql"),
-            {"tenant_id": tenant_id, "profiles": [profile_id] * len(destroyed), "keys": destroyed},
-        ).fetchall()
-        if waiting:
-            result.merge(dispatch.fan_out(conn, tenant_id, [w[0] for w in waiting]))
+        profiles = [profile_id] * len(destroyed)
+        result.merge(dispatch.fan_out_waiting_on_keys(conn, tenant_id, profiles, destroyed))
     # also for a duplicate: a crash after the database commit and before the Kafka one must not
     # lose the tombstones
     keys = sorted(set(destroyed) | set(published_before))

@@ -94,16 +94,8 @@ class ProfileKeysHandler:
             ).fetchall()
             applied += len(arrived)
             if arrived:
-                waiting = conn.execute(
-                    sql_text("queries/dispatch/waiting_on_keys.sql"),
-                    {
-                        "tenant_id": tenant_id,
-                        "profiles": [a[0] for a in arrived],
-                        "keys": [a[1] for a in arrived],
-                    },
-                ).fetchall()
-                if waiting:
-                    result.merge(dispatch.fan_out(conn, tenant_id, [w[0] for w in waiting]))
+                profiles, keys = [a[0] for a in arrived], [a[1] for a in arrived]
+                result.merge(dispatch.fan_out_waiting_on_keys(conn, tenant_id, profiles, keys))
         result.applied += applied
         result.duplicates += len(batch) - applied
         return result
