@@ -226,6 +226,19 @@ def reader(settings: Settings, purpose: str) -> Consumer:
     )
 
 
+def group_positions(settings: Settings, group: str) -> Consumer:
+    """A consumer that only asks where ``group`` stands: its committed offsets, the topics'
+    read-committed ends. It never subscribes nor commits, so it does not join the group. Its
+    requests go on connections of their own: on the group's consumer they would queue behind a
+    fetch the broker holds open (``fetch.wait.max.ms``) whenever the consumer has caught up."""
+    return Consumer(
+        _config(
+            settings,
+            {"group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed"},
+        )
+    )
+
+
 def metadata_consumer(settings: Settings) -> Consumer:
     """A consumer used only for metadata queries (watermarks, offsets by time): it never
     subscribes nor commits. It keeps librdkafka's default isolation, so high watermarks are the

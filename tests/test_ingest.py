@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
 
 from leo_activation.consumers import HANDLERS
 from leo_activation.dev import corpus
 from leo_activation.dev.stack import Endpoints
 from leo_activation.engine.loop import Engine
-from leo_activation.kafka import consumer_config
 from leo_activation.ops.digest import state_digest
 from leo_activation.settings import Settings
 from tests.fix_app import drain, publish_corpus, read_topic, totals
@@ -72,23 +70,22 @@ def test_traffic_waits_for_an_unread_registration_and_dies_only_when_none_is_com
     publish_corpus(settings, corpus.Corpus({"receipts": c.topics["receipts"]}))
     receipts = read_topic(settings, "receipts")
     engine = Engine(settings, HANDLERS)
-    consumer = Consumer(consumer_config(settings, settings.group_id))
     try:
         newest = max(m.timestamp()[1] for m in receipts)
         batch = engine.decoder.decode_batch(receipts)
         # the registration was published first but nobody has read it: the receipts must wait
-        horizon = engine.waiting.horizons(consumer, batch)["commands"]
+        horizon = engine.waiting.horizons(batch)["commands"]
         assert horizon is not None
         assert horizon <= newest
         drain(settings, idle=1.5)  # reads everything, registration included
-        assert engine.waiting.horizons(consumer, batch)["commands"] is None
+        assert engine.waiting.horizons(batch)["commands"] is None
         # a command published after the traffic does not hold it back
         publish_corpus(settings, corpus.Corpus({"commands": c.topics["commands"]}))
-        horizon = engine.waiting.horizons(consumer, batch)["commands"]
+        horizon = engine.waiting.horizons(batch)["commands"]
         assert horizon is not None
         assert horizon > newest
     finally:
-        consumer.close()
+        engine.waiting.close()
     total = totals(drain(settings, idle=1.5))
     assert total.dead_lettered == 0
     assert settings.database_url is not None

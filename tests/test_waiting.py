@@ -21,7 +21,6 @@ from leo_activation.engine.handler import Envelope
 from leo_activation.engine.loop import Engine
 from leo_activation.engine.stats import BatchStats
 from leo_activation.engine.waiting import CANNOT_TELL_MS, Waiting
-from leo_activation.kafka import reader
 from leo_activation.ops import verify
 from leo_activation.settings import Settings
 from tests.fix_app import publish_corpus, read_topic
@@ -125,19 +124,16 @@ def test_upstream_positions_the_cluster_does_not_answer_for_make_the_messages_wa
     its patience the upstream horizon is 'cannot tell', so every gated message waits (none is
     judged on a guess) and the loop goes on polling."""
     unreachable = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{closed_port()}"})
-    waiting = Waiting(unreachable, HANDLERS, patience_s=2.0)
+    waiting = Waiting(unreachable, HANDLERS, "test-horizons", patience_s=2.0)
     upstream, gated = next(iter(waiting.gated.items()))
     tenant = uuid.uuid4()
     envelope = Envelope(sorted(gated)[0], 0, 0, None, "any", {}, tenant, None)
     polled = Polled(messages=[], by_tenant={tenant: [envelope]}, dead=[], raw={}, spans={})
-    consumer = reader(unreachable, "test-horizons")
     answers: list[dict[str, int | None]] = []
-    asking = threading.Thread(
-        target=lambda: answers.append(waiting.horizons(consumer, polled)), daemon=True
-    )
+    asking = threading.Thread(target=lambda: answers.append(waiting.horizons(polled)), daemon=True)
     try:
         asking.start()
         asking.join(timeout=240)
     finally:
-        consumer.close()
+        waiting.close()
     assert answers == [{upstream: CANNOT_TELL_MS}]

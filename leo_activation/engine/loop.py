@@ -136,7 +136,7 @@ class Engine:
         self.logical_by_physical = {settings.topic(t): t for t in self.logical_topics}
         self.decoder = Decoder(self.codec, handlers, self.logical_by_physical, self.group)
         self.applier = TenantApplier(settings, handlers, on_retry)
-        self.waiting = Waiting(settings, handlers)
+        self.waiting = Waiting(settings, handlers, self.group)
         self.open_transactions = OpenTransactions(settings, self.logical_by_physical)
         self.consumer: Consumer | None = None  # while run() runs
         self._ahead: Polled | None = None  # polled and decoded, not applied yet
@@ -212,6 +212,7 @@ class Engine:
             self._ahead = None  # decoded, not applied: read again from the committed offsets
             self.consumer = None
             consumer.close()
+            self.waiting.close()
             self.applier.close()
 
     def lag(self) -> Iterator[tuple[str, int, int]]:
@@ -244,7 +245,7 @@ class Engine:
         # 3. apply, one database transaction per tenant
         started = time.monotonic()
         reread = self.waiting.skip_reread(polled)
-        result = self.applier.apply(polled.by_tenant, self.waiting.horizons(consumer, polled))
+        result = self.applier.apply(polled.by_tenant, self.waiting.horizons(polled))
         waiting = self._waiting_offsets(polled, result)
         dead = polled.dead + [
             self.decoder.dead_letter(

@@ -24,7 +24,7 @@ from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported for
 from leo_activation.engine.decode import Coords, Partition, Polled, Span, timestamp_ms
 from leo_activation.engine.handler import Handler
 from leo_activation.engine.stats import BatchStats
-from leo_activation.kafka import admin_client, reader
+from leo_activation.kafka import admin_client, group_positions, reader
 from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,14 @@ class Waiting:
     is a replay from the committed offsets)."""
 
     def __init__(
-        self, settings: Settings, handlers: Sequence[Handler], patience_s: float = 60.0
+        self,
+        settings: Settings,
+        handlers: Sequence[Handler],
+        group: str,
+        patience_s: float = 60.0,
     ) -> None:
         self.settings = settings
+        self.group = group
         self.patience_s = patience_s  # how long upstream positions are asked for, at most
         # logical upstream topic -> the logical topics whose messages wait for it
         self.gated: dict[str, set[str]] = {}
@@ -52,9 +57,15 @@ class Waiting:
         self.seen: dict[Partition, int] = {}
         self.deferred: set[Coords] = set()  # physical coordinates read again and settled later
         self._first_ms: dict[tuple[str, int, int], int] = {}  # upstream message -> its timestamp
+        self._positions: Consumer | None = None  # asks where the group stands (made when needed)
 
     def forget(self) -> None:
         self.paused, self.seen, self.deferred = {}, {}, set()
+
+    def close(self) -> None:
+        if self._positions is not None:
+            self._positions.close()
+            self._positions = None
 
     # ------------------------------------------------------------------ pausing
     def pause(self, consumer: Consumer, waiting: dict[Partition, int]) -> None:
@@ -138,7 +149,7 @@ class Waiting:
         return skipped
 
     # ------------------------------------------------------------------ horizons
-    def horizons(self, consumer: Consumer, polled: Polled) -> dict[str, int | None]:
+    def horizons(self, polled: Polled) -> dict[str, int | None]:
         """Per upstream topic that ``polled`` holds gated messages for, the Kafka timestamp of
         its earliest message the group has not read yet (this batch's count as read: they are
         applied first), or None if there is none, or ``CANNOT_TELL_MS`` if the cluster did not
@@ -149,11 +160,11 @@ class Waiting:
         delay, deadline = 0.5, time.monotonic() + self.patience_s
         while True:
             try:
-                return {
-                    upstream: self._unread_before(consumer, polled, upstream)
-                    for upstream in upstreams
-                }
+                return {upstream: self._unread_before(polled, upstream) for upstream in upstreams}
             except KafkaException as exc:  # a leader moving (a broker restarts): read again
+                # with a new client: librdkafka can keep sending a leader epoch it cached, which
+                # the cluster refuses for as long as that client lives
+                self.close()
                 if time.monotonic() + delay > deadline:
                     # Not forever: the loop must go on polling (and stop when asked). The gated
                     # messages wait, and are judged again when the batch is read again.
@@ -166,7 +177,10 @@ class Waiting:
                 time.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    def _unread_before(self, consumer: Consumer, polled: Polled, upstream: str) -> int | None:
+    def _unread_before(self, polled: Polled, upstream: str) -> int | None:
+        if self._positions is None:
+            self._positions = group_positions(self.settings, self.group)
+        consumer = self._positions
         topic = self.settings.topic(upstream)
         read = {p: span.last + 1 for (t, p), span in polled.spans.items() if t == topic}
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
