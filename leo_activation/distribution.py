@@ -110,18 +110,14 @@ def _empty_local_copies(conn: psycopg.Connection[Any], distributed: list[str]) -
     local = [
         table
         for table in distributed
-        if _one(conn.execute(sql_text("queries/citus/local_rows.sql"), {"table": table}))
+        if conn.execute(sql_text("queries/citus/local_rows.sql"), {"table": table}).fetchone()
+        == (True,)
     ]
     if not local:
         return
     conn.execute(sql_text("queries/citus/local_rows_off.sql"))
     for table in reversed(local):  # a referencing table before what it references
         conn.execute(sql_text("queries/citus/truncate_local.sql"), {"table": table})
-
-
-def _one(cursor: psycopg.Cursor[Any]) -> Any:
-    row = cursor.fetchone()
-    return None if row is None else row[0]
 
 
 def _propagate_set_commands(conn: psycopg.Connection[Any]) -> bool:
