@@ -65,6 +65,13 @@ def copy_line(row: Sequence[Any]) -> bytes:
     return ("\t".join(map(_copy_field, row)) + "\n").encode()
 
 
+def plain_array(values: Iterable[str | int]) -> str:
+    """An array literal of values whose text needs no quoting (uuids, integers), for a parameter
+    the statement casts (``%(ids)s::uuid[]``): one string for the driver to send, where a list
+    would be adapted element by element."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def extended(line: bytes, more: bytes) -> bytes:
     """The COPY line ``line`` with the fields of the COPY line ``more`` added at its end."""
     return line[:-1] + b"\t" + more

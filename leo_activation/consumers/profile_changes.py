@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from leo_activation import db, ids
-from leo_activation.bulk import copy_line, extended, stage
+from leo_activation.bulk import copy_line, extended, plain_array, stage
 from leo_activation.consumers import dispatch, erasure, snapshots, tenancy
 from leo_activation.contracts import DEFAULT_MAX_TEXT
 from leo_activation.engine.handler import ApplyResult, Envelope, Gate, Row
@@ -140,13 +140,13 @@ def refuse_version_conflicts(
     known: dict[tuple[str, int], set[bytes]] = {}
     params = {
         "tenant_id": tenant_id,
-        "profiles": [k[0] for k in keys],
-        "versions": [k[1] for k in keys],
+        "profiles": plain_array(k[0] for k in keys),
+        "versions": plain_array(k[1] for k in keys),
     }
     for profile, version, content_hash in conn.execute(
         sql_text("queries/profiles/versions_known.sql"), params
     ):
-        known.setdefault((str(profile), version), set()).add(bytes(content_hash))
+        known.setdefault((profile, version), set()).add(bytes(content_hash))
     accepted: list[Envelope] = []
     for e, (profile, version, content_hash) in zip(upserts, keys, strict=True):
         hashes = known.setdefault((profile, version), set())
@@ -196,9 +196,9 @@ def _with_recorded(
 ) -> list[bytes]:
     """The upserts' COPY lines, each with what is recorded for its profile already
     (``RECORDED_COLUMNS``) added at its end."""
-    profiles = sorted({uuid.UUID(_key(e)[0]) for e in upserts})
+    profiles = plain_array({_key(e)[0] for e in upserts})
     recorded = {
-        str(profile): copy_line((segments, snapshots))
+        profile: copy_line((segments, snapshots))
         for profile, segments, snapshots in conn.execute(
             _with_segments("queries/profiles/recorded.sql"),
             {"tenant_id": tenant_id, "profile_ids": profiles},
@@ -224,8 +224,8 @@ def _unblocked(
     """The waiting dispatches the newly arrived profile ``versions`` may have completed."""
     params = {
         "tenant_id": tenant_id,
-        "profiles": [v[0] for v in versions],
-        "versions": [v[1] for v in versions],
+        "profiles": plain_array(v[0] for v in versions),
+        "versions": plain_array(v[1] for v in versions),
     }
     rows = conn.execute(sql_text("queries/profiles/versions_unblocked.sql"), params)
     return [r[0] for r in rows]
@@ -293,7 +293,7 @@ class ProfileChangesHandler:
             result.applied += inserted
             result.duplicates += len(changes) - inserted
             if inserted:
-                profiles = sorted({uuid.UUID(_key(e)[1]) for e in changes})
+                profiles = plain_array({_key(e)[1] for e in changes})
                 touched = {"tenant_id": tenant_id, "profile_ids": profiles}
                 conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
             # Also when every change was a duplicate: the re-delivery after a crash between a

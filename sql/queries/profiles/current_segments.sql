@@ -8,6 +8,6 @@ SELECT profile_id,
 FROM (
     SELECT DISTINCT ON (m.profile_id, m.segment_key) m.profile_id, m.segment_key, m.action
     FROM segment_membership_change m
-    WHERE m.tenant_id = %(tenant_id)s AND m.profile_id = ANY (%(profile_ids)s)
+    WHERE m.tenant_id = %(tenant_id)s AND m.profile_id = ANY (%(profile_ids)s::uuid[])
     ORDER BY m.profile_id, m.segment_key, m.sequence DESC) latest
 GROUP BY profile_id
