@@ -1,0 +1,46 @@
+-- Profile changes at stream speed: their three tables' references to tenant checked once per
+-- statement, as delivery_log's are (0007). A foreign key looks each inserted row's tenant up on
+-- its own (an SPI query a row, and profile changes insert three rows a message); the
+-- statement-level check reads the inserted rows' distinct tenants once. A tenant is
+-- never deleted nor truncated (0007), so the referenced side needs no trigger of its own. On
+-- Citus each check becomes the foreign key again when the tables are distributed.
+
+ALTER TABLE cdp_profiles DROP CONSTRAINT IF EXISTS cdp_profiles_tenant_id_fkey;
+DROP TRIGGER IF EXISTS reference_tenant ON cdp_profiles;
+CREATE TRIGGER reference_tenant AFTER INSERT ON cdp_profiles
+    REFERENCING NEW TABLE AS inserted_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION leo_check_reference('tenant', 'tenant_id');
+
+ALTER TABLE cdp_profile_version DROP CONSTRAINT IF EXISTS cdp_profile_version_tenant_id_fkey;
+DROP TRIGGER IF EXISTS reference_tenant ON cdp_profile_version;
+CREATE TRIGGER reference_tenant AFTER INSERT ON cdp_profile_version
+    REFERENCING NEW TABLE AS inserted_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION leo_check_reference('tenant', 'tenant_id');
+
+ALTER TABLE segment_membership_change
+    DROP CONSTRAINT IF EXISTS segment_membership_change_tenant_id_fkey;
+DROP TRIGGER IF EXISTS reference_tenant ON segment_membership_change;
+CREATE TRIGGER reference_tenant AFTER INSERT ON segment_membership_change
+    REFERENCING NEW TABLE AS inserted_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION leo_check_reference('tenant', 'tenant_id');
+
+-- The foreign keys also refused an UPDATE moving a row to a tenant that does not exist; an
+-- insert-only check does not see updates, so a row's tenant never changes at all (the version
+-- history is append-only already). Checked only for a row whose tenant_id the UPDATE changes, and
+-- after the row-level security's own check, which refuses the application such a move first.
+CREATE OR REPLACE FUNCTION leo_refuse_tenant_change() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'update on table "%" would move a row to another tenant', TG_TABLE_NAME
+        USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME;
+END
+$$;
+DROP TRIGGER IF EXISTS tenant_never_changes ON cdp_profiles;
+CREATE TRIGGER tenant_never_changes AFTER UPDATE OF tenant_id ON cdp_profiles
+    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION leo_refuse_tenant_change();
+DROP TRIGGER IF EXISTS tenant_never_changes ON segment_membership_change;
+CREATE TRIGGER tenant_never_changes AFTER UPDATE OF tenant_id ON segment_membership_change
+    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION leo_refuse_tenant_change();
