@@ -274,6 +274,17 @@ class ProfileChangesHandler:
         if upserts:
             upserts = refuse_version_conflicts(conn, tenant_id, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
+        # The membership changes first: a profile new in this batch is then inserted with its
+        # segments as they stand (recorded.sql), where refreshing it after would write it twice.
+        if changes:
+            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_line, changes))
+            inserted = db.written(conn.execute(sql_text("queries/profiles/membership_insert.sql")))
+            result.applied += inserted
+            result.duplicates += len(changes) - inserted
+            if inserted:
+                profiles = plain_array({_key(e)[1] for e in changes})
+                touched = {"tenant_id": tenant_id, "profile_ids": profiles}
+                conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
         if upserts:
             stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS),
                   _with_recorded(conn, tenant_id, upserts))  # fmt: skip
@@ -288,14 +299,6 @@ class ProfileChangesHandler:
             if unblocked:
                 result.merge(dispatch.fan_out(conn, tenant_id, unblocked))
         if changes:
-            stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_line, changes))
-            inserted = db.written(conn.execute(sql_text("queries/profiles/membership_insert.sql")))
-            result.applied += inserted
-            result.duplicates += len(changes) - inserted
-            if inserted:
-                profiles = plain_array({_key(e)[1] for e in changes})
-                touched = {"tenant_id": tenant_id, "profile_ids": profiles}
-                conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
             # Also when every change was a duplicate: the re-delivery after a crash between a
             # seal and its tagging follow-up must hand the tagging back (snapshots.seal_ready).
             segments = sorted({_key(e)[0] for e in changes})

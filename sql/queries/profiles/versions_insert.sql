@@ -9,4 +9,4 @@ SELECT tenant_id, profile_id, cdp_version, content_hash, ext_id, email, mobile_n
     push_token_sealed
 FROM stage_cdp_profiles
 ON CONFLICT (tenant_id, profile_id, version, content_hash) DO NOTHING
-RETURNING profile_id, version
+RETURNING profile_id::text, version
