@@ -44,3 +44,15 @@ DROP TRIGGER IF EXISTS tenant_never_changes ON segment_membership_change;
 CREATE TRIGGER tenant_never_changes AFTER UPDATE OF tenant_id ON segment_membership_change
     FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
     EXECUTE FUNCTION leo_refuse_tenant_change();
+
+-- ---------------------------------------------------------------- indexes that skip NULLs
+-- A sealed upsert (v4) carries no plaintext ext_id nor email, and an erased profile has neither
+-- any more: indexing them cost two index entries per profile written for lookups that never ask
+-- for NULL. Partial indexes answer `email = ...` and `ext_id = ...` the same (the planner proves
+-- the NOT NULL from the equality).
+DROP INDEX IF EXISTS cdp_profiles_email;
+CREATE INDEX IF NOT EXISTS cdp_profiles_email_known ON cdp_profiles (tenant_id, email)
+    WHERE email IS NOT NULL;
+DROP INDEX IF EXISTS cdp_profiles_ext_id;
+CREATE INDEX IF NOT EXISTS cdp_profiles_ext_id_known ON cdp_profiles (tenant_id, ext_id)
+    WHERE ext_id IS NOT NULL;
