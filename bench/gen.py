@@ -68,11 +68,12 @@ def profile_changes(
     seed: int = 11,
 ) -> Iterator[Message]:
     """Per profile: one upsert, then a join to each segment with probability ``join_rate``
-    (dense per-segment sequences, as the CDP publishes them)."""
+    (dense per-segment sequences, as the CDP publishes them); round-robin over tenants, as a CDP
+    serving several publishes their changes (and as ``receipts`` are)."""
     rng = random.Random(seed)
-    for tenant in tenants:
-        sequences = [0] * segments
-        for p in range(profiles_per_tenant):
+    sequences = {tenant: [0] * segments for tenant in tenants}
+    for p in range(profiles_per_tenant):
+        for tenant in tenants:
             profile = uuid.uuid5(NAMESPACE, f"{seed}:{tenant}:profile:{p}")
             yield (
                 "profile_upsert",
@@ -103,16 +104,16 @@ def profile_changes(
             )  # fmt: skip
             for s in range(segments):
                 if rng.random() < join_rate:
-                    sequences[s] += 1
+                    sequences[tenant][s] += 1
                     yield (
                         "segment_membership_change",
                         {
                             "tenant_id": tenant,
                             "segment_key": f"segment-{s}",
-                            "sequence": sequences[s],
+                            "sequence": sequences[tenant][s],
                             "profile_id": profile,
                             "action": "join",
-                            "occurred_at": EPOCH + timedelta(seconds=sequences[s]),
+                            "occurred_at": EPOCH + timedelta(seconds=sequences[tenant][s]),
                             "profile_version": 1,  # the upsert just before pins it
                             "correlation_id": None,
                         },
