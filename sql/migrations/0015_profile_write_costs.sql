@@ -5,24 +5,21 @@
 -- never deleted nor truncated (0007), so the referenced side needs no trigger of its own. On
 -- Citus each check becomes the foreign key again when the tables are distributed.
 
-ALTER TABLE cdp_profiles DROP CONSTRAINT IF EXISTS cdp_profiles_tenant_id_fkey;
-DROP TRIGGER IF EXISTS reference_tenant ON cdp_profiles;
-CREATE TRIGGER reference_tenant AFTER INSERT ON cdp_profiles
-    REFERENCING NEW TABLE AS inserted_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION leo_check_reference('tenant', 'tenant_id');
-
-ALTER TABLE cdp_profile_version DROP CONSTRAINT IF EXISTS cdp_profile_version_tenant_id_fkey;
-DROP TRIGGER IF EXISTS reference_tenant ON cdp_profile_version;
-CREATE TRIGGER reference_tenant AFTER INSERT ON cdp_profile_version
-    REFERENCING NEW TABLE AS inserted_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION leo_check_reference('tenant', 'tenant_id');
-
-ALTER TABLE segment_membership_change
-    DROP CONSTRAINT IF EXISTS segment_membership_change_tenant_id_fkey;
-DROP TRIGGER IF EXISTS reference_tenant ON segment_membership_change;
-CREATE TRIGGER reference_tenant AFTER INSERT ON segment_membership_change
-    REFERENCING NEW TABLE AS inserted_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION leo_check_reference('tenant', 'tenant_id');
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['cdp_profiles', 'cdp_profile_version', 'segment_membership_change']
+    LOOP
+        EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I',
+                       tbl, tbl || '_tenant_id_fkey');
+        EXECUTE format('DROP TRIGGER IF EXISTS reference_tenant ON %I', tbl);
+        EXECUTE format('CREATE TRIGGER reference_tenant AFTER INSERT ON %I '
+                       'REFERENCING NEW TABLE AS inserted_rows FOR EACH STATEMENT '
+                       'EXECUTE FUNCTION leo_check_reference(''tenant'', ''tenant_id'')', tbl);
+    END LOOP;
+END
+$$;
 
 -- The foreign keys also refused an UPDATE moving a row to a tenant that does not exist; an
 -- insert-only check does not see updates, so a row's tenant never changes at all (the version
@@ -36,14 +33,18 @@ BEGIN
         USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME;
 END
 $$;
-DROP TRIGGER IF EXISTS tenant_never_changes ON cdp_profiles;
-CREATE TRIGGER tenant_never_changes AFTER UPDATE OF tenant_id ON cdp_profiles
-    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
-    EXECUTE FUNCTION leo_refuse_tenant_change();
-DROP TRIGGER IF EXISTS tenant_never_changes ON segment_membership_change;
-CREATE TRIGGER tenant_never_changes AFTER UPDATE OF tenant_id ON segment_membership_change
-    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
-    EXECUTE FUNCTION leo_refuse_tenant_change();
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['cdp_profiles', 'segment_membership_change'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS tenant_never_changes ON %I', tbl);
+        EXECUTE format('CREATE TRIGGER tenant_never_changes AFTER UPDATE OF tenant_id ON %I '
+                       'FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id) '
+                       'EXECUTE FUNCTION leo_refuse_tenant_change()', tbl);
+    END LOOP;
+END
+$$;
 
 -- ---------------------------------------------------------------- indexes that skip NULLs
 -- A sealed upsert (v4) carries no plaintext ext_id nor email, and an erased profile has neither
