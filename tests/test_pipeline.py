@@ -5,6 +5,9 @@ dead-lettered."""
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -69,3 +72,28 @@ def test_a_batch_decoded_ahead_is_read_again_after_the_one_before_waits(
     with psycopg.connect(settings.database_url) as conn, tenant_tx(conn, corpus.tenants(12, 1)[0]):
         row = conn.execute("SELECT count(*) FROM delivery_log").fetchone()
     assert row == (RECEIPTS,)
+
+
+def test_the_loop_tunes_the_interpreter_while_it_runs_and_puts_it_back(settings: Settings) -> None:
+    """The loop shortens the GIL's switch interval and holds two batches in the collector's young
+    generation (else it runs every few hundred messages over both batches for no garbage); a
+    process that embeds the engine gets both back as they were once it returns."""
+    c = corpus.build(13, n_tenants=1, n_profiles=2, n_receipts=RECEIPTS, duplicate_rate=0)
+    publish_corpus(settings, c)
+    before = (sys.getswitchinterval(), gc.get_threshold())
+    during: list[tuple[float, tuple[int, int, int]]] = []
+    batches: list[BatchStats] = []
+
+    def on_batch(stats: BatchStats) -> None:
+        batches.append(stats)
+        during.append((sys.getswitchinterval(), gc.get_threshold()))
+
+    Engine(settings, HANDLERS, on_batch=on_batch).run(until_idle=2)
+
+    total = totals(batches)
+    assert total.applied == total.consumed >= c.count()  # (publish adds the profiles' keys)
+    young = engine.YOUNG_OBJECTS_PER_MESSAGE * settings.batch_size
+    tuned = (engine.GIL_SWITCH_INTERVAL_S, (max(young, before[1][0]), *before[1][1:]))
+    assert during
+    assert set(during) == {tuned}
+    assert (sys.getswitchinterval(), gc.get_threshold()) == before
