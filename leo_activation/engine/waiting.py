@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from confluent_kafka import (
     Consumer,
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
 # an upstream horizon that could not be read: earlier than any message, so all of them wait
 CANNOT_TELL_MS = -(1 << 62)
+EARLIEST, LATEST = OffsetSpec.earliest(), OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
 class Waiting:
@@ -58,6 +59,7 @@ class Waiting:
         self.deferred: set[Coords] = set()  # physical coordinates read again and settled later
         self._first_ms: dict[tuple[str, int, int], int] = {}  # upstream message -> its timestamp
         self._positions: Consumer | None = None  # asks where the group stands (made when needed)
+        self._admin: AdminClient | None = None  # asks where the upstream partitions end
 
     def forget(self) -> None:
         self.paused, self.seen, self.deferred = {}, {}, set()
@@ -66,6 +68,7 @@ class Waiting:
         if self._positions is not None:
             self._positions.close()
             self._positions = None
+        self._admin = None
 
     # ------------------------------------------------------------------ pausing
     def pause(self, consumer: Consumer, waiting: dict[Partition, int]) -> None:
@@ -185,11 +188,19 @@ class Waiting:
         read = {p: span.last + 1 for (t, p), span in polled.spans.items() if t == topic}
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        if self._admin is None:
+            self._admin = admin_client(self.settings, wait=False)
+        # both ends of every partition, one request each for all of them, under way while the
+        # committed offsets are asked: a round trip per partition would be paid every batch
+        lows = list_offsets(self._admin, partitions, EARLIEST)
+        highs = list_offsets(self._admin, partitions, LATEST, IsolationLevel.READ_COMMITTED)
+        committed = consumer.committed(partitions, timeout=10)
+        low, high = lows(), highs()
         starts = []
-        for tp in consumer.committed(partitions, timeout=10):
-            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            start = max(tp.offset, low, read.get(tp.partition, 0))
-            if start < high:  # maybe only a transaction marker: look at what is readable
+        for tp in committed:
+            key = (topic, tp.partition)
+            start = max(tp.offset, low[key], read.get(tp.partition, 0))
+            if start < high[key]:  # maybe only a transaction marker: look at what is readable
                 starts.append(TopicPartition(topic, tp.partition, start))
         return self._first_readable_ms(starts) if starts else None
 
@@ -273,8 +284,13 @@ class OpenTransactions:
             return
         self._next_check = started + min(self.after_s, 10.0)
         try:
-            stable = self._latest(assignment, IsolationLevel.READ_COMMITTED)
-            high = self._latest(assignment, IsolationLevel.READ_UNCOMMITTED)
+            if self._admin is None:
+                self._admin = admin_client(self.settings)
+            stable_ends = list_offsets(
+                self._admin, assignment, LATEST, IsolationLevel.READ_COMMITTED
+            )
+            high_ends = list_offsets(self._admin, assignment, LATEST)
+            stable, high = stable_ends(), high_ends()
         except KafkaException:
             # The cluster is away (that is logged where it is met), or a leader moved: librdkafka's
             # ListOffsets goes on sending the leader epoch it cached and the broker refuses it
@@ -300,14 +316,17 @@ class OpenTransactions:
                     logical, partition, blocked_s, lso, high[key],
                 )  # fmt: skip
 
-    def _latest(
-        self, partitions: Sequence[TopicPartition], isolation: IsolationLevel
-    ) -> dict[Partition, int]:
-        if self._admin is None:
-            self._admin = admin_client(self.settings)
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        request = {TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
-        futures = self._admin.list_offsets(
-            request, isolation_level=isolation, request_timeout=PROBE_TIMEOUT_S
-        )
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+def list_offsets(
+    admin: AdminClient,
+    partitions: Sequence[TopicPartition],
+    spec: OffsetSpec,
+    isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
+) -> Callable[[], dict[Partition, int]]:
+    """Ask the offset ``spec`` names of every partition at once; what is returned waits for the
+    answer (and raises ``KafkaException`` if the cluster refused)."""
+    request = {TopicPartition(tp.topic, tp.partition): spec for tp in partitions}
+    futures = admin.list_offsets(
+        request, isolation_level=isolation, request_timeout=PROBE_TIMEOUT_S
+    )
+    return lambda: {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
