@@ -19,7 +19,6 @@ its place in the partition: the changes before it first, those after it after it
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import uuid
@@ -27,7 +26,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from leo_activation import db, ids
 from leo_activation.bulk import copy_line, extended, plain_array, stage
@@ -43,7 +41,7 @@ PROFILE_COLUMNS = (
     "raw_attributes", "cdp_version", "content_hash", "updated_at", "consents",
     "key_id", *(f"{name}_sealed" for name in SEALED_FIELDS),
 )  # fmt: skip
-# what a new profile starts with: recorded for it before it arrived (profiles/recorded.sql)
+# what a new profile starts with: recorded for it before it arrived (profiles/segments.sql)
 RECORDED_COLUMNS = ("segments", "segment_snapshots")
 NOTHING_RECORDED = copy_line(([], []))
 CONSENT_STATES = frozenset({"granted", "revoked"})
@@ -191,31 +189,31 @@ def _key(e: Envelope) -> tuple[Any, ...]:
     return key
 
 
-def _with_recorded(
-    conn: psycopg.Connection[Any], tenant_id: uuid.UUID, upserts: list[Envelope]
-) -> list[bytes]:
-    """The upserts' COPY lines, each with what is recorded for its profile already
-    (``RECORDED_COLUMNS``) added at its end."""
-    profiles = plain_array({_key(e)[0] for e in upserts})
-    recorded = {
+def _segments(
+    conn: psycopg.Connection[Any],
+    tenant_id: uuid.UUID,
+    touched: set[str],
+    upserted: set[str],
+) -> dict[str, bytes]:
+    """Refresh the current segments of the ``touched`` profiles; return, per ``upserted``
+    profile with anything recorded already, the COPY fields of ``RECORDED_COLUMNS``
+    (``profiles/segments.sql``)."""
+    params = {
+        "tenant_id": tenant_id,
+        "profile_ids": plain_array(touched | upserted),
+        "touched": plain_array(touched),
+        "upserted": plain_array(upserted),
+    }
+    return {
         profile: copy_line((segments, snapshots))
         for profile, segments, snapshots in conn.execute(
-            _with_segments("queries/profiles/recorded.sql"),
-            {"tenant_id": tenant_id, "profile_ids": profiles},
+            sql_text("queries/profiles/segments.sql"), params
         )
     }
-    return [extended(_line(e), recorded.get(_key(e)[0], NOTHING_RECORDED)) for e in upserts]
 
 
 def _in_topic_order(e: Envelope) -> tuple[int, int]:
     return e.partition, e.offset
-
-
-@functools.cache
-def _with_segments(template: str) -> sql.Composed:
-    """A statement over the current segments of given profiles (``current_segments.sql``)."""
-    segments = sql.SQL(sql_text("queries/profiles/current_segments.sql"))
-    return sql.SQL(sql_text(template)).format(segments)
 
 
 def _unblocked(
@@ -274,20 +272,23 @@ class ProfileChangesHandler:
         if upserts:
             upserts = refuse_version_conflicts(conn, tenant_id, upserts, result)
         changes = [e for e in batch if e.kind == "segment_membership_change"]
-        # The membership changes first: a profile new in this batch is then inserted with its
-        # segments as they stand (recorded.sql), where refreshing it after would write it twice.
+        touched: set[str] = set()
         if changes:
             stage(conn, "segment_membership_change", MEMBERSHIP_COLUMNS, map(_line, changes))
             inserted = db.written(conn.execute(sql_text("queries/profiles/membership_insert.sql")))
             result.applied += inserted
             result.duplicates += len(changes) - inserted
             if inserted:
-                profiles = plain_array({_key(e)[1] for e in changes})
-                touched = {"tenant_id": tenant_id, "profile_ids": profiles}
-                conn.execute(_with_segments("queries/profiles/refresh_segments.sql"), touched)
+                touched = {_key(e)[1] for e in changes}
+        upserted = [(_key(e)[0], _line(e)) for e in upserts]
+        recorded: dict[str, bytes] = {}
+        if upserted or touched:
+            # after the membership changes: a profile new in this batch is then inserted with its
+            # segments as they stand, where refreshing it after would write it twice
+            recorded = _segments(conn, tenant_id, touched, {profile for profile, _ in upserted})
         if upserts:
-            stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS),
-                  _with_recorded(conn, tenant_id, upserts))  # fmt: skip
+            lines = [extended(line, recorded.get(p, NOTHING_RECORDED)) for p, line in upserted]
+            stage(conn, "cdp_profiles", (*PROFILE_COLUMNS, *RECORDED_COLUMNS), lines)
             changed = db.written(conn.execute(sql_text("queries/profiles/upsert.sql")))
             versions = conn.execute(sql_text("queries/profiles/versions_insert.sql")).fetchall()
             new_versions = len(versions)

@@ -2,7 +2,7 @@
 -- receipts/insert.sql counts). The newest CDP version wins in any arrival order; equal versions
 -- with different content are settled by content hash, so every order gives the same row. A new
 -- profile starts with the segments and snapshots recorded for it before it arrived, staged with
--- it (recorded.sql): read apart, on the tenant's shard, so that this statement reads nothing but
+-- it (segments.sql): read apart, on the tenant's shard, so that this statement reads nothing but
 -- the staging table.
 WITH written AS (
     INSERT INTO cdp_profiles AS p (
