@@ -75,6 +75,9 @@ DEFAULT_BATCH_SIZE = 5000
 # A batch is held in memory whole and redone whole after a crash; past this the fixed costs are
 # long amortised (docs/performance.md) and only memory and redo grow.
 MAX_BATCH_SIZE = 100_000
+# tenant transactions a consumer applies side by side, each on a connection of its own
+DEFAULT_TENANTS_AT_ONCE = 4
+MAX_TENANTS_AT_ONCE = 64
 
 
 def is_secret_property(key: str) -> bool:
@@ -210,6 +213,12 @@ class Settings(BaseSettings):
         description=f"an integer from 1 to {MAX_BATCH_SIZE}",
     )
     batch_timeout_s: Seconds = Field(0.5, description="a number of seconds > 0")
+    # A tenant's transaction is a chain of round trips: its connection idles while the consumer
+    # runs Python, so more of them side by side keep PostgreSQL busy; each is a connection.
+    tenants_at_once: int = Field(
+        DEFAULT_TENANTS_AT_ONCE, ge=1, le=MAX_TENANTS_AT_ONCE,
+        description=f"an integer from 1 to {MAX_TENANTS_AT_ONCE}",
+    )  # fmt: skip
     metrics_port: Port | None = Field(None, description="a TCP port, an integer from 1 to 65535")
     # When set, the output topics (OUTPUT_TOPICS) get this prefix instead of ``topic_prefix``:
     # ``verify`` rebuilds from the live input topics without writing to the live outputs.

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
+import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -97,3 +100,50 @@ def test_the_loop_tunes_the_interpreter_while_it_runs_and_puts_it_back(settings:
     assert during
     assert set(during) == {tuned}
     assert (sys.getswitchinterval(), gc.get_threshold()) == before
+
+
+@pytest.mark.parametrize("at_once", [1, 3])
+def test_a_batch_applies_its_tenants_as_many_at_once_as_configured(
+    settings: Settings, at_once: int
+) -> None:
+    """``LEO_TENANTS_AT_ONCE`` tenant transactions run side by side, each on a connection of its
+    own: more keep PostgreSQL busy while the consumer runs Python, and each is a connection an
+    operator sizes ``max_connections`` for."""
+    c = corpus.build(14, n_tenants=5, n_profiles=2, n_receipts=RECEIPTS, duplicate_rate=0)
+    publish_corpus(settings, c)
+    lock = threading.Lock()
+    running: list[int] = []  # the backends of the tenant transactions applying right now
+    most, backends = 0, set()
+
+    class Observed:
+        """A handler that notes which transactions apply at the same time as it does."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def apply(self, conn: psycopg.Connection[Any], tenant_id: Any, batch: Any) -> Any:
+            nonlocal most
+            with lock:
+                running.append(conn.info.backend_pid)
+                most = max(most, len(running))
+                backends.add(conn.info.backend_pid)
+            try:
+                time.sleep(0.05)  # long enough for the batch's other tenants to start meanwhile
+                return self.inner.apply(conn, tenant_id, batch)
+            finally:
+                with lock:
+                    running.remove(conn.info.backend_pid)
+
+    batches: list[BatchStats] = []
+    handlers: list[Any] = [Observed(h) for h in HANDLERS]
+    configured = settings.with_overrides(tenants_at_once=at_once)
+    Engine(configured, handlers, on_batch=batches.append).run(until_idle=2)
+
+    total = totals(batches)
+    assert total.applied == total.consumed >= c.count()
+    assert max(b.tenants for b in batches) == 5
+    assert most == at_once
+    assert len(backends) == at_once

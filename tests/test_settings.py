@@ -31,6 +31,8 @@ from leo_activation.settings import (
         ({"LEO_BATCH_TIMEOUT_S": "abc"}, "LEO_BATCH_TIMEOUT_S='abc': expected a number of sec"),
         ({"LEO_BATCH_TIMEOUT_S": "0"}, "LEO_BATCH_TIMEOUT_S='0'"),
         ({"LEO_BATCH_TIMEOUT_S": "inf"}, "LEO_BATCH_TIMEOUT_S='inf'"),
+        ({"LEO_TENANTS_AT_ONCE": "0"}, "LEO_TENANTS_AT_ONCE='0': expected an integer from 1 to 64"),
+        ({"LEO_TENANTS_AT_ONCE": "65"}, "LEO_TENANTS_AT_ONCE='65'"),
         ({"LEO_METRICS_PORT": "0"}, "LEO_METRICS_PORT='0': expected a TCP port"),
         ({"LEO_METRICS_PORT": "65536"}, "LEO_METRICS_PORT='65536'"),
         ({"LEO_TOPIC_PARTITIONS": "0"}, "LEO_TOPIC_PARTITIONS='0'"),

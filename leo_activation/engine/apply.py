@@ -41,9 +41,6 @@ from leo_activation.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# tenant transactions applied side by side (so a consumer opens this many connections, and one
-# more for what runs after them)
-TENANTS_AT_ONCE = 2
 
 
 @dataclass
@@ -82,14 +79,15 @@ class TenantApplier:
         # a connection per thread: the calling thread's, and each of the pool's
         self._local = threading.local()
         self._connections: list[psycopg.Connection[Any]] = []
-        self._pool = ThreadPoolExecutor(TENANTS_AT_ONCE, thread_name_prefix="leo-tenant")
+        # a consumer opens this many connections, and one more for what runs after them
+        self._pool = ThreadPoolExecutor(settings.tenants_at_once, thread_name_prefix="leo-tenant")
 
     def apply(
         self,
         by_tenant: Mapping[uuid.UUID, list[Envelope]],
         horizons: Mapping[str, int | None] | None = None,
     ) -> Applied:
-        """Apply, one transaction per tenant (``TENANTS_AT_ONCE`` of them side by side), then the
+        """Apply, one transaction per tenant (``tenants_at_once`` of them side by side), then the
         follow-ups they asked for (each in its own transaction). ``horizons``: per upstream topic,
         the publish time of its earliest unread message (see ``Gate``)."""
         result = Applied()
