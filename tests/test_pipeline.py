@@ -139,7 +139,8 @@ def test_a_batch_applies_its_tenants_as_many_at_once_as_configured(
 
     batches: list[BatchStats] = []
     handlers: list[Any] = [Observed(h) for h in HANDLERS]
-    configured = settings.with_overrides(tenants_at_once=at_once)
+    # a poll long enough to gather every tenant's messages into the first batch
+    configured = settings.with_overrides(tenants_at_once=at_once, batch_timeout_s=2.0)
     Engine(configured, handlers, on_batch=batches.append).run(until_idle=2)
 
     total = totals(batches)
